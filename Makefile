@@ -1,0 +1,31 @@
+# Quick start: `make run` (train + evaluate on the embedded synthetic data), `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+CONFIG ?= configs/default.py
+WORKDIR ?= runs/default
+
+.PHONY: venv run data test test-fast bench clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt pytest pytest-xdist
+	# MovieLens-100K ships inside this wheel; its other dependencies (torch...) are not needed.
+	$(PY) -m pip install -q --no-deps recbole==1.2.1
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+data: venv
+	$(PY) -m cierec_jax.data --config=$(CONFIG)
+
+run: data
+
+test: venv
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""cierec-jax: CIERec and its baselines in JAX/Flax."""

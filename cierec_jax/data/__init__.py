@@ -1,0 +1,1 @@
+"""Datasets: TFDS builders (ArrayRecord), preparation rules and samplers."""

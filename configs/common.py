@@ -1,0 +1,60 @@
+"""Fields every config shares; each config file's get_config() starts here."""
+
+import os
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = 'synthetic'
+  c.dataset.data_dir = os.environ.get('CIEREC_DATA_DIR', '~/tensorflow_datasets')
+  c.dataset.manual_dir = ''
+  c.dataset.seed = 0
+  c.dataset.train_fraction = 0.6
+  c.dataset.valid_fraction = 0.1
+  c.dataset.cold_max_train_interactions = 3
+  c.dataset.min_element_count = 1
+  c.dataset.max_elements = 20
+  c.dataset.preload = True  # hold every item's image/feature in host memory
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'cierec'  # mf | vbpr | mf_image | mf_semantics | cierec
+  c.model.backbone = 'mf'  # mf | vbpr (cierec only)
+  c.model.ci = True  # cross-modal inference: c_i and s_i
+  c.model.ta = True  # task-aware gates (eq. 3, 4) instead of plain Dense
+  c.model.gr = True  # gradient-regularization gates and their policies
+  c.model.pi = True  # annotation tokens as privileged information (eq. 5)
+  c.model.embed_dim = 64
+  c.model.feature_dim = 512  # D, the encoder output
+  c.model.encoder = 'auto'  # auto (by modality) | resnet18 | features
+  c.model.encoder_width = 64
+  c.model.gate_activation = 'sigmoid'  # sigmoid | identity
+  c.model.gr_actions = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.seed = 0
+  c.train.epochs = 10
+  c.train.batch_size = 256
+  c.train.lr = 0.05  # Adagrad, recommender
+  c.train.dqn_lr = 0.001  # Adam, policy nets
+  c.train.decay_epochs = 4
+  c.train.decay_rate = 0.5
+  c.train.l2 = 1e-4
+  c.train.parallel = 'jit'  # jit | pmap
+  c.train.distributed = False
+  c.train.log_every_steps = 20
+  c.train.checkpoint_every_steps = 0  # 0: at each epoch end only
+  c.train.max_checkpoints = 2
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_negatives = 500
+  c.eval.repeats = 5
+  c.eval.ks = (10, 20)
+  c.eval.annotations = True
+  c.eval.dump = False
+  c.eval.batch_size = 64
+  c.eval.every_epochs = 1
+  return c

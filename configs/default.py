@@ -1,0 +1,26 @@
+"""The embedded synthetic dataset: runs offline in minutes on a CPU."""
+
+from configs import common
+
+
+def get_config():
+  c = common.base_config()
+  d = c.dataset
+  d.name = 'synthetic'
+  d.num_users = 800
+  d.num_items = 1200
+  d.num_shapes = 4
+  d.num_colours = 6
+  d.min_elements_per_item = 1
+  d.max_elements_per_item = 3
+  d.liked_elements = 3
+  d.mean_interactions = 15
+  d.min_interactions = 5
+  d.popularity_exponent = 0.9
+  d.content_weight = 3.0
+  d.collab_weight = 1.0
+  d.latent_dim = 8
+  d.image_size = 32
+  d.noise = 12.0
+  c.model.encoder_width = 16
+  return c

@@ -1,0 +1,79 @@
+"""The BPR sampler: valid negatives, exact epochs, deterministic shards."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from cierec_jax.data import raw as raw_lib
+from cierec_jax.data import sampler as sampler_lib
+
+
+def test_negative_is_never_a_train_positive(tiny_data):
+  s = sampler_lib.sampler_for(tiny_data, 32, seed=0)
+  train = s.positives
+  for epoch in range(3):
+    t = s.epoch_triples(epoch)
+    assert not train.contains(t['user'], t['neg']).any()
+    assert train.contains(t['user'], t['pos']).all()
+
+
+def test_negatives_cover_the_free_items_uniformly():
+  users = np.zeros(5, np.int64)
+  items = np.array([0, 2, 4, 6, 8])
+  s = sampler_lib.BPRSampler(users, items, 1, 10, 5, seed=0)
+  negs = np.concatenate([s.epoch_triples(e)['neg'] for e in range(2000)])
+  freq = np.bincount(negs, minlength=10) / len(negs)
+  np.testing.assert_allclose(freq[[1, 3, 5, 7, 9]], 0.2, atol=0.01)
+  assert freq[[0, 2, 4, 6, 8]].sum() == 0
+
+
+def test_epoch_visits_each_interaction_once_with_padding(tiny_data):
+  s = sampler_lib.sampler_for(tiny_data, 32, seed=1)
+  batches = list(s.batches(0))
+  assert len(batches) == s.steps_per_epoch
+  assert all(b['user'].shape == (32,) for b in batches)
+  real = [(u, i) for b in batches for u, i, w in zip(b['user'], b['pos'], b['weight']) if w]
+  users, items = tiny_data.split(raw_lib.TRAIN)
+  assert collections.Counter(real) == collections.Counter(zip(users.tolist(), items.tolist()))
+
+
+def test_deterministic_given_seed_and_epoch(tiny_data):
+  a = sampler_lib.sampler_for(tiny_data, 32, seed=5).epoch_triples(2)
+  b = sampler_lib.sampler_for(tiny_data, 32, seed=5).epoch_triples(2)
+  c = sampler_lib.sampler_for(tiny_data, 32, seed=5).epoch_triples(3)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+  assert not np.array_equal(a['user'], c['user'])
+
+
+@pytest.mark.parametrize('count', [2, 4])
+def test_process_shards_partition_the_epoch(tiny_data, count):
+  whole = sampler_lib.sampler_for(tiny_data, 32, seed=0)
+  shards = [list(sampler_lib.sampler_for(tiny_data, 32, 0, p, count).batches(1)) for p in range(count)]
+  for step, full in enumerate(whole.batches(1)):
+    for k in full:
+      joined = np.concatenate([shards[p][step][k] for p in range(count)])
+      np.testing.assert_array_equal(joined, full[k])
+
+
+def test_resume_from_step(tiny_data):
+  s = sampler_lib.sampler_for(tiny_data, 32, seed=0)
+  full = list(s.batches(0))
+  tail = list(s.batches(0, start_step=2))
+  for a, b in zip(full[2:], tail):
+    np.testing.assert_array_equal(a['neg'], b['neg'])
+
+
+def test_item_inputs(tiny_data):
+  s = sampler_lib.sampler_for(tiny_data, 8, seed=0)
+  b = sampler_lib.with_item_inputs(next(s.batches(0)), tiny_data)
+  assert b['pos_content'].shape == (8, 16, 16, 3) and b['pos_content'].dtype == np.float32
+  np.testing.assert_array_equal(b['neg_lengths'], tiny_data.item_lengths[b['neg']])
+  b = sampler_lib.with_item_inputs(next(s.batches(0)), tiny_data, annotations=False)
+  assert not b['pos_lengths'].any()
+
+
+def test_batch_not_divisible_by_processes(tiny_data):
+  with pytest.raises(ValueError, match='train.batch_size=30'):
+    sampler_lib.sampler_for(tiny_data, 30, 0, 0, 4)

@@ -1,0 +1,23 @@
+"""Tiny configs that keep every test fast on 2 CPU cores."""
+
+from configs import default
+
+
+def config(data_dir: str, seed: int = 0):
+  c = default.get_config()
+  d = c.dataset
+  d.data_dir = data_dir
+  d.seed = seed
+  d.num_users = 60
+  d.num_items = 150
+  d.mean_interactions = 10
+  d.image_size = 16
+  c.eval.num_negatives = 40
+  c.eval.repeats = 2
+  c.model.embed_dim = 8
+  c.model.feature_dim = 32
+  c.model.encoder_width = 4
+  c.train.batch_size = 32
+  c.train.epochs = 2
+  c.eval.batch_size = 16
+  return c
