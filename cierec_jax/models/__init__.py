@@ -1,0 +1,1 @@
+"""Pure Flax (linen) modules: encoders, gates, semantic fusion, heads, CIERec."""

@@ -1,0 +1,186 @@
+"""The one top-level model: CIERec and the baselines, assembled from a ModelSpec.
+
+Training (`__call__`) scores (user, positive, negative) triples with the
+direct formulas. Evaluation precomputes per-item and per-user tables once and
+scores [B, C] candidates from them (`item_table`, `user_table`,
+`score_candidates`); a test checks both give the same scores.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cierec_jax.models import gates
+from cierec_jax.models import gradient_gates
+from cierec_jax.models import heads
+from cierec_jax.models import resnet
+from cierec_jax.models import semantic
+from cierec_jax.models.spec import ModelSpec
+
+EMBED_INIT = nn.initializers.normal(0.01)
+POLICY = 'policy'  # the params subtree the optimiser routes to Adam
+
+
+class Recommender(nn.Module):
+  spec: ModelSpec
+
+  def setup(self):
+    s, d, D = self.spec, self.spec.embed_dim, self.spec.feature_dim
+    self.alpha = self.param('alpha', nn.initializers.zeros, ())
+    self.user_embed = nn.Embed(s.num_users, d, embedding_init=EMBED_INIT)
+    self.user_bias = nn.Embed(s.num_users, 1, embedding_init=nn.initializers.zeros)
+    self.item_bias = nn.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros)
+    if s.uses_q:
+      self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
+    if s.encoder == 'resnet18':
+      self.encoder = resnet.ResNet18(s.encoder_width, D)
+    elif s.encoder == 'features':
+      self.encoder = resnet.FeatureEncoder(D)
+    if s.uses_v:
+      self.visual = (gates.VisualAwareGate(d, D, s.gate_activation) if s.visual_gate
+                     else gates.PlainVisual(d))
+    if s.semantic_from_c:
+      self.inference = (gates.InferenceGate(d, D, s.gate_activation) if s.inference_gate
+                        else nn.Dense(D))
+    if s.uses_s:
+      self.semantic = semantic.SemanticFusion(d, s.num_elements, use_tokens=s.pi)
+    self.fusion = heads.Fusion(d, s.num_parts)
+    if s.vbpr:
+      content_dim = D if s.ci else d
+      if not s.ci:
+        self.vbpr_projection = nn.Dense(d)
+      self.user_content = nn.Embed(s.num_users, content_dim, embedding_init=EMBED_INIT)
+      self.content_bias = self.param('content_bias', nn.initializers.zeros, (content_dim,))
+    if s.gr:
+      self.policy = gradient_gates.GatePolicies(len(s.gr_actions))
+
+  # -- pieces shared by training and scoring ---------------------------------
+  def encode(self, content, train: bool):
+    """content: [N, H, W, 3] or [N, F] float32 -> e: [N, D] float32 (None without encoder)."""
+    if self.spec.encoder is None:
+      return None
+    return self.encoder(content, train)
+
+  def users(self, users):
+    """users: [B] int -> dict of [B, ...] per-user parts."""
+    out = {'p': self.user_embed(users), 'b': self.user_bias(users)[..., 0]}
+    if self.spec.vbpr:
+      out['a'] = self.user_content(users)
+    return out
+
+  def items(self, items, e, elements, lengths, scales=None):
+    """Per-item parts that do not depend on the user.
+
+    items: [N] int; e: [N, D] or None; elements: [N, L] int32; lengths: [N]
+    int32; scales: [2] float32 (lambda_v, lambda_s) for the gradient gates.
+    """
+    s = self.spec
+    out = {'b': self.item_bias(items)[..., 0]}
+    if s.uses_q:
+      out['q'] = self.item_embed(items)
+    e_v = e_s = e
+    if s.gr and scales is not None:
+      e_v = gradient_gates.scale_gradient(e, scales[0])
+      e_s = gradient_gates.scale_gradient(e, scales[1])
+    if s.uses_v:
+      out['e_v'] = e_v
+      if not s.visual_gate:
+        out['v'] = self.visual(e_v)
+    c = self.inference(e_s) if s.semantic_from_c else None
+    if s.uses_s:
+      out['s'] = self.semantic(c, elements, lengths)
+    if s.vbpr:
+      out['c'] = c if s.ci else self.vbpr_projection(e)
+    return out
+
+  def _combine(self, user, item, v):
+    """Final score from parts that broadcast against each other -> [...]."""
+    s = self.spec
+    parts = ([item['q']] if s.uses_q else []) + ([v] if s.uses_v else []) + (
+        [item['s']] if s.uses_s else [])
+    f = self.fusion(parts)
+    y = heads.mf_score(self.alpha, user['b'], item['b'], user['p'], f)
+    if self.spec.vbpr:
+      y = y + heads.vbpr_content(self.content_bias, user['a'], item['c'])
+    return y, f
+
+  def _visual(self, user, item):
+    if not self.spec.uses_v:
+      return None
+    return self.visual(user['p'], item['e_v']) if self.spec.visual_gate else item['v']
+
+  # -- training ------------------------------------------------------------
+  def __call__(self, batch, scales=None, train: bool = True):
+    """Scores a batch of BPR triples.
+
+    batch: user/pos/neg [B] int32; pos_content/neg_content [B, ...] float32;
+    pos_elements/neg_elements [B, L] int32; pos_lengths/neg_lengths [B] int32.
+    Returns pos, neg: [B] scores; v_pos, v_neg, s_pos, s_neg: [B, d] branch
+    features (when present); reg: [B] the squared norms L2 acts on.
+    """
+    e_pos = e_neg = None
+    if self.spec.encoder is not None:
+      # Positives and negatives go through the encoder (and BatchNorm) together.
+      e = self.encode(jnp.concatenate([batch['pos_content'], batch['neg_content']]), train)
+      e_pos, e_neg = jnp.split(e, 2)
+    user = self.users(batch['user'])
+    out = {}
+    reg = jnp.sum(user['p'] ** 2, -1) + user['b'] ** 2
+    if self.spec.vbpr:
+      reg = reg + jnp.sum(user['a'] ** 2, -1)
+    for side, e in (('pos', e_pos), ('neg', e_neg)):
+      item = self.items(batch[side], e, batch[f'{side}_elements'], batch[f'{side}_lengths'], scales)
+      v = self._visual(user, item)
+      out[side], _ = self._combine(user, item, v)
+      if v is not None:
+        out[f'v_{side}'] = v
+      if 's' in item:
+        out[f's_{side}'] = item['s']
+      reg = reg + item['b'] ** 2 + (jnp.sum(item['q'] ** 2, -1) if 'q' in item else 0.0)
+    out['reg'] = reg
+    if self.spec.gr and self.is_initializing():
+      self.policy_probs(self.initial_policy_state())  # create the policy params too
+    return out
+
+  def initial_policy_state(self):
+    """[2, A] the uniform distribution each policy starts from."""
+    a = len(self.spec.gr_actions)
+    return jnp.full((2, a), 1.0 / a, jnp.float32)
+
+  def policy_probs(self, states):
+    """states: [2, A] -> [2, A] action probabilities of the (R_v, R_s) policies."""
+    return self.policy(states)
+
+  # -- evaluation ----------------------------------------------------------
+  def item_table(self, e, elements, lengths):
+    """Every item's user-independent parts, computed once per evaluation.
+
+    e: [I, D] encoder outputs (inference mode) or None; elements: [I, L];
+    lengths: [I] (zeros to withhold annotations) -> dict of [I, ...] arrays.
+    """
+    items = jnp.arange(self.spec.num_items)
+    table = self.items(items, e, elements, lengths)
+    if self.spec.visual_gate:
+      table['gate'] = self.visual.item_part(e)  # the per-item block of delta's layer
+    return table
+
+  def user_table(self, users):
+    """users: [B] -> per-user parts, with the per-user block of delta's layer."""
+    table = self.users(users)
+    if self.spec.visual_gate:
+      table['gate'] = self.visual.user_part(table['p']) + self.visual.const_part()
+    return table
+
+  def score_candidates(self, users, candidates, item_table):
+    """users: [B] int; candidates: [B, C] int; item_table from `item_table`
+    -> [B, C] float32 scores, equal to training-mode scores with BatchNorm in
+    inference mode and the gradient gates' identity forward."""
+    user = {k: v[:, None] for k, v in self.user_table(users).items()}
+    item = {k: v[candidates] for k, v in item_table.items()}
+    v = None
+    if self.spec.uses_v:
+      if self.spec.visual_gate:
+        v = self.visual.from_parts(item['e_v'], user['gate'] + item['gate'])
+      else:
+        v = item['v']
+    y, _ = self._combine(user, item, v)
+    return y

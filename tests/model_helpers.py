@@ -1,0 +1,45 @@
+"""Tiny model specs and batches for model tests."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cierec_jax.models import recommender
+from cierec_jax.models import spec as spec_lib
+from configs import default
+
+U, I, E, L = 7, 11, 6, 4
+
+
+def model_config(**overrides):
+  c = default.get_config().model
+  c.embed_dim, c.feature_dim, c.encoder_width = 8, 16, 4
+  for k, v in overrides.items():
+    setattr(c, k, v)
+  return c
+
+
+def make(modality='image', has_annotations=True, **overrides):
+  sp = spec_lib.create(model_config(**overrides), num_users=U, num_items=I, num_elements=E,
+                       modality=modality, has_annotations=has_annotations)
+  return recommender.Recommender(sp)
+
+
+def batch(b=4, modality='image', seed=0, size=16, features=10):
+  rng = np.random.default_rng(seed)
+  shape = (b, size, size, 3) if modality == 'image' else (b, features)
+  lengths = rng.integers(0, L + 1, (2, b)).astype(np.int32)
+  elements = rng.integers(1, E, (2, b, L)).astype(np.int32)
+  elements = np.where(np.arange(L)[None, None] < lengths[..., None], elements, 0)
+  return {'user': jnp.asarray(rng.integers(0, U, b), jnp.int32),
+          'pos': jnp.asarray(rng.integers(0, I, b), jnp.int32),
+          'neg': jnp.asarray(rng.integers(0, I, b), jnp.int32),
+          'pos_content': jnp.asarray(rng.normal(size=shape), jnp.float32),
+          'neg_content': jnp.asarray(rng.normal(size=shape), jnp.float32),
+          'pos_elements': jnp.asarray(elements[0]), 'neg_elements': jnp.asarray(elements[1]),
+          'pos_lengths': jnp.asarray(lengths[0]), 'neg_lengths': jnp.asarray(lengths[1]),
+          'weight': jnp.ones(b, jnp.float32)}
+
+
+def init(model, b, seed=0):
+  return model.init(jax.random.key(seed), b, jnp.ones(2), train=True)
