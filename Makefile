@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 CONFIG ?= configs/default.py
 WORKDIR ?= runs/default
 
-.PHONY: venv run data test test-fast bench clean
+.PHONY: venv run data test bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,17 @@ venv: $(STAMP)
 data: venv
 	$(PY) -m cierec_jax.data --config=$(CONFIG)
 
-run: data
+# Prepares the synthetic data, trains CIERec(MF), evaluates and prints the Table II row.
+run: venv
+	$(PY) -m cierec_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
+
+bench: venv
+	$(PY) -m experiments.bench_data
+	$(PY) -m experiments.bench_model
+	$(PY) -m experiments.bench_train
 
 clean:
 	rm -rf $(VENV) runs

@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.epochs = 10
   c.train.batch_size = 256
   c.train.lr = 0.05  # Adagrad, recommender
+  c.train.adagrad_initial_accumulator = 0.0  # PyTorch's default; optax/TF use 0.1
   c.train.dqn_lr = 0.001  # Adam, policy nets
   c.train.decay_epochs = 4
   c.train.decay_rate = 0.5
@@ -48,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 20
   c.train.checkpoint_every_steps = 0  # 0: at each epoch end only
   c.train.max_checkpoints = 2
+  c.train.halt_after_steps = 0  # >0: checkpoint and stop there (simulates preemption)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_negatives = 500

@@ -16,8 +16,8 @@ def get_config():
   d.liked_elements = 3
   d.mean_interactions = 15
   d.min_interactions = 5
-  d.popularity_exponent = 0.9
-  d.content_weight = 3.0
+  d.popularity_exponent = 0.6
+  d.content_weight = 4.0
   d.collab_weight = 1.0
   d.latent_dim = 8
   d.image_size = 32

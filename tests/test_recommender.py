@@ -15,7 +15,7 @@ NAMED = [dict(name='mf'), dict(name='vbpr'), dict(name='mf_image'), dict(name='m
 
 def _tree(**overrides):
   model = mh.make(**overrides)
-  params = mh.init(model, mh.batch())['params']
+  params = mh.shapes(model, mh.batch())['params']
   return {'/'.join(k): v.shape for k, v in flax.traverse_util.flatten_dict(params).items()}
 
 

@@ -23,7 +23,7 @@ COLOURS = {'red': (230, 40, 40), 'green': (40, 200, 60), 'blue': (50, 90, 240),
 DEFAULTS = dict(
     num_users=800, num_items=1200, num_shapes=4, num_colours=6, min_elements_per_item=1,
     max_elements_per_item=3, liked_elements=3, mean_interactions=15, min_interactions=5,
-    popularity_exponent=0.9, content_weight=3.0, collab_weight=1.0, latent_dim=8,
+    popularity_exponent=0.6, content_weight=4.0, collab_weight=1.0, latent_dim=8,
     image_size=32, noise=12.0)
 
 

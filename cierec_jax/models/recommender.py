@@ -22,6 +22,7 @@ POLICY = 'policy'  # the params subtree the optimiser routes to Adam
 
 class Recommender(nn.Module):
   spec: ModelSpec
+  axis_name: str | None = None  # BatchNorm's cross-device axis under pmap
 
   def setup(self):
     s, d, D = self.spec, self.spec.embed_dim, self.spec.feature_dim
@@ -32,7 +33,7 @@ class Recommender(nn.Module):
     if s.uses_q:
       self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
     if s.encoder == 'resnet18':
-      self.encoder = resnet.ResNet18(s.encoder_width, D)
+      self.encoder = resnet.ResNet18(s.encoder_width, D, axis_name=self.axis_name)
     elif s.encoder == 'features':
       self.encoder = resnet.FeatureEncoder(D)
     if s.uses_v:
@@ -115,7 +116,7 @@ class Recommender(nn.Module):
     batch: user/pos/neg [B] int32; pos_content/neg_content [B, ...] float32;
     pos_elements/neg_elements [B, L] int32; pos_lengths/neg_lengths [B] int32.
     Returns pos, neg: [B] scores; v_pos, v_neg, s_pos, s_neg: [B, d] branch
-    features (when present); reg: [B] the squared norms L2 acts on.
+    features (when present); reg: [B] the squared norms L2 acts on; p: [B, d].
     """
     e_pos = e_neg = None
     if self.spec.encoder is not None:
@@ -137,6 +138,7 @@ class Recommender(nn.Module):
         out[f's_{side}'] = item['s']
       reg = reg + item['b'] ** 2 + (jnp.sum(item['q'] ** 2, -1) if 'q' in item else 0.0)
     out['reg'] = reg
+    out['p'] = user['p']
     if self.spec.gr and self.is_initializing():
       self.policy_probs(self.initial_policy_state())  # create the policy params too
     return out

@@ -9,10 +9,12 @@ import jax.numpy as jnp
 class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, axis_name=self.axis_name)
     y = nn.Conv(self.filters, (3, 3), self.strides, padding=1, use_bias=False)(x)
     y = nn.relu(norm()(y))
     y = nn.Conv(self.filters, (3, 3), padding=1, use_bias=False)(y)
@@ -30,16 +32,19 @@ class ResNet18(nn.Module):
   """
   width: int = 64
   out_dim: int = 512
+  axis_name: str | None = None  # set under pmap so statistics span all devices
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: [N, H, W, 3] float32 normalised -> [N, out_dim] float32."""
     x = nn.Conv(self.width, (7, 7), 2, padding=3, use_bias=False, name='stem')(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             axis_name=self.axis_name)(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for stage, blocks in enumerate((2, 2, 2, 2)):
       for b in range(blocks):
-        x = BasicBlock(self.width * 2**stage, 2 if stage > 0 and b == 0 else 1)(x, train)
+        x = BasicBlock(self.width * 2**stage, 2 if stage > 0 and b == 0 else 1,
+                       self.axis_name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     if x.shape[-1] != self.out_dim:
       x = nn.Dense(self.out_dim, name='project')(x)

@@ -1,0 +1,54 @@
+"""Orbax checkpoints in workdir/checkpoints: train state + sampler position + config."""
+
+import os
+
+import orbax.checkpoint as ocp
+
+# Fields whose change alters parameter shapes or the data the state was fit to.
+SHAPE_FIELDS = ('model.name', 'model.backbone', 'model.ci', 'model.ta', 'model.gr', 'model.pi',
+                'model.embed_dim', 'model.feature_dim', 'model.encoder', 'model.encoder_width',
+                'model.gr_actions', 'dataset_fingerprint')
+
+
+class Checkpointer:
+  """Saves (state, meta) at a global step; meta is JSON (epoch, position, config, best)."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 2):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self.manager = ocp.CheckpointManager(
+        self.directory, item_names=('state', 'meta'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, meta: dict):
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)))
+    self.manager.wait_until_finished()
+
+  def restore_meta(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+  def restore(self, step: int, abstract_state):
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return out['state'], out['meta']
+
+  def close(self):
+    self.manager.close()
+
+
+def shape_signature(config, fingerprint: str) -> dict:
+  sig = {f: config.model[f.split('.')[1]] for f in SHAPE_FIELDS if f.startswith('model.')}
+  sig['model.gr_actions'] = [float(a) for a in sig['model.gr_actions']]
+  sig['dataset_fingerprint'] = fingerprint
+  return sig
+
+
+def check_compatible(saved: dict, new: dict, directory: str):
+  """Refuses to resume a state trained with another model shape or dataset."""
+  diffs = [f'{k}: saved {saved.get(k)!r}, now {new.get(k)!r}' for k in new if saved.get(k) != new.get(k)]
+  if diffs:
+    raise ValueError(f'{directory} holds a run whose model or data differ from this config ('
+                     + '; '.join(diffs) + '). Use a new --workdir, or restore those fields.')

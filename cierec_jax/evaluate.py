@@ -1,0 +1,170 @@
+"""Sampled-candidate ranking evaluation (DESIGN 6): all / cold / warm subsets.
+
+Per user and repeat the candidates are the user's positives in the split
+(restricted to the subset) plus that repeat's fixed negatives. Encoder outputs
+are computed once per item per evaluation; scores come from the model's
+scoring function. Each user's positives are scored once and shared by the
+repeats.
+"""
+
+import dataclasses
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cierec_jax import metrics as metrics_lib
+from cierec_jax.data import raw as raw_lib
+
+SUBSETS = ('all', 'cold', 'warm')
+
+
+@dataclasses.dataclass
+class SplitCandidates:
+  """users: [n] users with a positive in the split; pos: [n, P] int32 padded;
+  pos_mask, pos_cold: [n, P] bool; negatives: [n, R, K] int32."""
+  users: np.ndarray
+  pos: np.ndarray
+  pos_mask: np.ndarray
+  pos_cold: np.ndarray
+  negatives: np.ndarray
+
+
+def split_candidates(data, split: int) -> SplitCandidates:
+  users, items = data.split(split)
+  present, counts = np.unique(users, return_counts=True)
+  width = max(1, int(counts.max()) if len(counts) else 1)
+  pos = np.zeros((len(present), width), np.int32)
+  mask = np.zeros((len(present), width), bool)
+  start = np.searchsorted(users, present)
+  for row, (a, n) in enumerate(zip(start, counts)):
+    pos[row, :n] = items[a:a + n]
+    mask[row, :n] = True
+  return SplitCandidates(users=present.astype(np.int32), pos=pos, pos_mask=mask,
+                         pos_cold=data.cold[pos] & mask, negatives=data.negatives[present])
+
+
+def subset_masks(pos_mask, pos_cold):
+  """[S, B, P] which positives each subset keeps."""
+  return jnp.stack([pos_mask, pos_cold, pos_mask & ~pos_cold])
+
+
+class Evaluator:
+  """Evaluates a model's variables on the valid or test split."""
+
+  def __init__(self, model, data, eval_config, place=None):
+    """place: optional function putting a dict of per-user arrays on devices
+    (e.g. sharded over a mesh); by default arrays go to the default device."""
+    self.model = model
+    self.data = data
+    self.ks = tuple(int(k) for k in eval_config.ks)
+    self.batch_size = int(eval_config.batch_size)
+    self.encode_batch = int(eval_config.get('encode_batch_size', 256))
+    self.lengths = data.item_lengths if eval_config.annotations else np.zeros_like(data.item_lengths)
+    self.place = place or (lambda batch: batch)
+    self.splits = {name: split_candidates(data, s)
+                   for name, s in (('valid', raw_lib.VALID), ('test', raw_lib.TEST))}
+    self._encode = jax.jit(lambda v, x: model.apply(v, x, False, method='encode'))
+    self._table = jax.jit(lambda v, e, el, ln: model.apply(v, e, el, ln, method='item_table'))
+    self._score = jax.jit(self._score_batch)
+
+  def item_table(self, variables):
+    """Encodes every item once (inference mode) and builds the per-item table."""
+    e = None
+    if self.model.spec.encoder is not None:
+      n = self.data.num_items
+      chunks = []
+      for a in range(0, n, self.encode_batch):
+        ids = np.arange(a, min(n, a + self.encode_batch))
+        pad = self.encode_batch - len(ids)
+        x = self.data.items.content(np.concatenate([ids, np.zeros(pad, ids.dtype)]))
+        chunks.append(self._encode(variables, x)[:len(ids)])
+      e = jnp.concatenate(chunks)
+    return self._table(variables, e, jnp.asarray(self.data.item_elements), jnp.asarray(self.lengths))
+
+  def _score_batch(self, variables, table, batch):
+    """Scores [B, P + R*K] candidates and the per-user metrics of every
+    (repeat, subset): recall, ndcg [B, R, S, len(ks)], num_pos [B, R, S]."""
+    b, p = batch['pos'].shape
+    r, k = batch['negatives'].shape[1:]
+    cands = jnp.concatenate([batch['pos'], batch['negatives'].reshape(b, r * k)], axis=1)
+    scores = self.model.apply(variables, batch['users'], cands, table, method='score_candidates')
+    pos_scores, neg_scores = scores[:, :p], scores[:, p:].reshape(b, r, k)
+    keep = subset_masks(batch['pos_mask'], batch['pos_cold'])
+    recall, ndcg, num = [], [], []
+    for rep in range(r):
+      row = ([], [], [])
+      s = jnp.concatenate([pos_scores, neg_scores[:, rep]], axis=1)
+      labels = jnp.concatenate([jnp.ones((b, p), bool), jnp.zeros((b, k), bool)], axis=1)
+      for sub in range(len(SUBSETS)):
+        valid = jnp.concatenate([keep[sub], jnp.ones((b, k), bool)], axis=1)
+        out = metrics_lib.ranking_metrics(s, labels, valid, self.ks)
+        for acc, x in zip(row, out):
+          acc.append(x)
+      recall.append(jnp.stack(row[0], 1))
+      ndcg.append(jnp.stack(row[1], 1))
+      num.append(jnp.stack(row[2], 1))
+    return {'recall': jnp.stack(recall, 1), 'ndcg': jnp.stack(ndcg, 1), 'num_pos': jnp.stack(num, 1),
+            'scores': scores}
+
+  def __call__(self, variables, split: str, dump_dir: str | None = None) -> dict:
+    """Returns {subset: {'recall@K': {'mean', 'std'}, 'ndcg@K': ...}, 'users': n} and
+    throughput; writes per-(subset, repeat) npz files under dump_dir when given."""
+    start = time.perf_counter()
+    table = self.item_table(variables)
+    c = self.splits[split]
+    n, bs = len(c.users), self.batch_size
+    fields = {'users': c.users, 'pos': c.pos, 'pos_mask': c.pos_mask, 'pos_cold': c.pos_cold,
+              'negatives': c.negatives}
+    acc = {'recall': [], 'ndcg': [], 'num_pos': [], 'scores': []}
+    for a in range(0, n, bs):
+      idx = np.arange(a, a + bs) % n  # the last batch wraps around; extra rows are cut below
+      out = self._score(variables, table, self.place({k: v[idx] for k, v in fields.items()}))
+      m = min(bs, n - a)
+      for key in acc:
+        if key != 'scores' or dump_dir:
+          acc[key].append(np.asarray(out[key])[:m])
+    recall, ndcg, num = (np.concatenate(acc[k]) for k in ('recall', 'ndcg', 'num_pos'))
+    results = aggregate(recall, ndcg, num, self.ks)
+    results['users'] = int(n)
+    results['seconds'] = time.perf_counter() - start
+    results['users_per_second'] = n / max(results['seconds'], 1e-9)
+    if dump_dir:
+      dump(os.path.join(dump_dir, split), c, np.concatenate(acc['scores']))
+    return results
+
+
+def aggregate(recall, ndcg, num_pos, ks) -> dict:
+  """Means over users with a positive in the subset, then mean/std over repeats.
+
+  recall, ndcg: [n, R, S, len(ks)]; num_pos: [n, R, S].
+  """
+  out = {}
+  for s, name in enumerate(SUBSETS):
+    has = num_pos[:, :, s] > 0  # [n, R]
+    entry = {'users': int(has[:, 0].sum())}
+    for metric, values in (('recall', recall), ('ndcg', ndcg)):
+      for j, k in enumerate(ks):
+        per_repeat = [values[has[:, r], r, s, j].mean() if has[:, r].any() else float('nan')
+                      for r in range(values.shape[1])]
+        entry[f'{metric}@{k}'] = {'mean': float(np.mean(per_repeat)), 'std': float(np.std(per_repeat))}
+    out[name] = entry
+  return out
+
+
+def dump(folder: str, c: SplitCandidates, scores: np.ndarray):
+  """One npz per (subset, repeat): users [n], candidates/scores/labels/valid [n, P + K]."""
+  os.makedirs(folder, exist_ok=True)
+  n, p = c.pos.shape
+  r, k = c.negatives.shape[1:]
+  keep = np.asarray(subset_masks(c.pos_mask, c.pos_cold))
+  for s, name in enumerate(SUBSETS):
+    for rep in range(r):
+      cands = np.concatenate([c.pos, c.negatives[:, rep]], axis=1)
+      sc = np.concatenate([scores[:, :p], scores[:, p + rep * k:p + (rep + 1) * k]], axis=1)
+      labels = np.concatenate([np.ones((n, p), bool), np.zeros((n, k), bool)], axis=1)
+      valid = np.concatenate([keep[s], np.ones((n, k), bool)], axis=1)
+      np.savez_compressed(os.path.join(folder, f'{name}_repeat{rep}.npz'), users=c.users,
+                          candidates=cands, scores=sc, labels=labels, valid=valid)

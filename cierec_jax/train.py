@@ -1,0 +1,247 @@
+"""The training loop: state, epochs, checkpoints, periodic evaluation, final report."""
+
+import json
+import math
+import os
+import queue
+import threading
+import time
+
+from absl import logging
+import jax
+import numpy as np
+
+from cierec_jax import checkpoint as ckpt_lib
+from cierec_jax import evaluate as eval_lib
+from cierec_jax import optim
+from cierec_jax import parallel
+from cierec_jax import report
+from cierec_jax import train_step as step_lib
+from cierec_jax.data import builder
+from cierec_jax.data import load
+from cierec_jax.data import sampler as sampler_lib
+from cierec_jax.models import recommender
+from cierec_jax.models import spec as spec_lib
+
+PARALLEL_MODES = ('jit', 'pmap')
+
+
+def prefetch(iterator, size: int = 2):
+  """Builds host batches in a background thread while the device computes."""
+  q = queue.Queue(maxsize=size)
+  done = object()
+
+  def worker():
+    try:
+      for item in iterator:
+        q.put(item)
+      q.put(done)
+    except BaseException as e:  # re-raised in the consumer  # pylint: disable=broad-except
+      q.put(e)
+
+  threading.Thread(target=worker, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is done:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item
+
+
+def build_model(config, data, axis_name=None) -> recommender.Recommender:
+  spec = spec_lib.create(config.model, num_users=data.num_users, num_items=data.num_items,
+                         num_elements=data.num_elements, modality=data.modality,
+                         has_annotations=data.has_annotations)
+  return recommender.Recommender(spec, axis_name=axis_name)
+
+
+def device_info(mode: str) -> dict:
+  return {'kind': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform,
+          'count': jax.device_count() if mode == 'jit' else jax.local_device_count(),
+          'process_count': jax.process_count(), 'parallel': mode}
+
+
+class _Interval:
+  """Step metrics since the last flush: checked for finiteness, then logged."""
+
+  def __init__(self):
+    self.items = []
+    self.last_finite = None
+
+  def add(self, step, epoch, metrics, examples):
+    self.items.append((step, epoch, metrics, examples))
+
+  def flush(self, steps_per_epoch):
+    """Returns one record averaging the interval, or None if empty; raises on non-finite loss."""
+    if not self.items:
+      return None
+    host = jax.device_get([m for _, _, m, _ in self.items])
+    for (step, epoch, _, _), m in zip(self.items, host):
+      if not math.isfinite(float(m['loss'])):
+        self.items = []
+        raise FloatingPointError(
+            f'non-finite loss at step {step} (epoch {epoch + 1}); last finite metrics: '
+            f'{self.last_finite}')
+      self.last_finite = {'step': step, **{k: float(v) for k, v in m.items()}}
+    step, epoch = self.items[-1][0], self.items[-1][1]
+    record = {'kind': 'train', 'step': step, 'epoch': epoch + 1,
+              'epoch_float': step / steps_per_epoch,
+              'examples': int(sum(e for *_, e in self.items))}
+    for k in host[-1]:
+      vals = [float(m[k]) for m in host]
+      record[k] = vals[-1] if k.startswith(('action', 'lambda')) else float(np.mean(vals))
+    self.items = []
+    return record
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains, evaluates (valid each `eval.every_epochs`, test at the best valid) and reports.
+
+  Resumes from the latest checkpoint in workdir. Returns the results dict that
+  is also written to workdir/results.json (or {'halted_at_step': n} when
+  train.halt_after_steps stops the run early).
+  """
+  wall_start = time.time()
+  t = config.train
+  if t.parallel not in PARALLEL_MODES:
+    raise ValueError(f'train.parallel={t.parallel!r}: expected one of {PARALLEL_MODES}')
+  if t.distributed:
+    jax.distributed.initialize()
+  os.makedirs(workdir, exist_ok=True)
+
+  data = load.load(config)
+  model = build_model(config, data)
+  pmap = t.parallel == 'pmap'
+  step_model = build_model(config, data, parallel.AXIS) if pmap else model
+  num_devices = jax.local_device_count() * jax.process_count() if pmap else jax.device_count()
+  parallel.check_batch(int(t.batch_size), num_devices)
+  sampler = sampler_lib.sampler_for(data, int(t.batch_size), int(t.seed), jax.process_index(),
+                                    jax.process_count())
+  spe, epochs = sampler.steps_per_epoch, int(t.epochs)
+  tx = optim.create(t, spe)
+  example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
+  state = step_lib.create_state(model, tx, example, int(t.seed))
+
+  checkpoints = ckpt_lib.Checkpointer(workdir, int(t.max_checkpoints))
+  fingerprint = builder.fingerprint(load.content_settings(config))
+  signature = ckpt_lib.shape_signature(config, fingerprint)
+  log = report.MetricsLog(workdir)
+  meta = {'epoch': 0, 'step_in_epoch': 0, 'best': None, 'elapsed': 0.0, 'signature': signature}
+  latest = checkpoints.latest_step()
+  if latest is not None:
+    ckpt_lib.check_compatible(checkpoints.restore_meta(latest)['signature'], signature,
+                              checkpoints.directory)
+    state, meta = checkpoints.restore(latest, state)
+    log.truncate_after(latest)
+    logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
+    print(f'resumed from checkpoint step {latest}', flush=True)
+  report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None)
+  if pmap:
+    runner = parallel.PmapRunner(step_fn)
+    place = None
+  else:
+    runner = parallel.JitRunner(step_fn, parallel.make_mesh())
+    shardable = int(config.eval.batch_size) % jax.device_count() == 0
+    place = (lambda b: jax.device_put(b, runner.sharded)) if shardable else None
+  evaluator = eval_lib.Evaluator(model, data, config.eval, place)
+  dstate = runner.put_state(state)
+  key = jax.random.key(int(t.seed))
+
+  def variables():
+    s = runner.get_state(dstate)
+    return {'params': s.params, **({'batch_stats': s.batch_stats} if s.batch_stats else {})}
+
+  def save(epoch, step_in_epoch, global_step):
+    meta.update(epoch=epoch, step_in_epoch=step_in_epoch, config=json.loads(config.to_json()),
+                elapsed=meta['elapsed'] + time.time() - session_start)
+    checkpoints.save(global_step, runner.get_state(dstate), meta)
+    meta['elapsed'] -= time.time() - session_start  # counted again at the next save
+
+  session_start = time.time()
+  interval = _Interval()
+  train_time, train_examples, eval_time, eval_users = 0.0, 0, 0.0, 0
+  clock = None  # starts after the first (compiling) step
+  log_every = max(1, int(t.log_every_steps))
+  ckpt_every = int(t.checkpoint_every_steps)
+  halt = int(t.get('halt_after_steps', 0))
+  total_steps = epochs * spe
+
+  def flush():
+    nonlocal clock, train_time, train_examples
+    record = interval.flush(spe)
+    if record is None:
+      return
+    log.write(record)
+    now = time.time()
+    if clock is not None:
+      train_time += now - clock
+      train_examples += record['examples']
+    clock = now
+    rate = train_examples / train_time if train_time > 0 else float('nan')
+    remaining = (total_steps - record['step']) * (t.batch_size / rate if rate == rate and rate else 0)
+    print(report.progress_line(record['epoch'] - 1, epochs, record['step'] - (record['epoch'] - 1) * spe,
+                               spe, record['loss'], rate, remaining), flush=True)
+
+  for epoch in range(meta['epoch'], epochs):
+    start = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
+    batches = prefetch(sampler_lib.with_item_inputs(b, data) for b in sampler.batches(epoch, start))
+    for i, host_batch in enumerate(batches, start=start):
+      global_step = epoch * spe + i
+      dstate, m = runner.step(dstate, runner.put_batch(host_batch), jax.random.fold_in(key, global_step))
+      interval.add(global_step + 1, epoch, m, int(host_batch['weight'].sum()))
+      if clock is None:
+        jax.block_until_ready(m)
+        interval.flush(spe)  # the compiling step: checked, not timed
+        clock = time.time()
+      if (global_step + 1) % log_every == 0:
+        flush()
+      if (ckpt_every and (global_step + 1) % ckpt_every == 0) or (halt and global_step + 1 >= halt):
+        flush()
+        save(epoch, i + 1, global_step + 1)
+      if halt and global_step + 1 >= halt:
+        checkpoints.close()
+        return {'halted_at_step': global_step + 1}
+    flush()
+
+    done = epoch + 1
+    if done % max(1, int(config.eval.every_epochs)) == 0 or done == epochs:
+      t0 = time.time()
+      valid = evaluator(variables(), 'valid')
+      log.write({'kind': 'valid', 'step': done * spe, 'epoch': done, **valid})
+      score = valid['all']['recall@10']['mean'] if 10 in evaluator.ks else \
+          valid['all'][f'recall@{evaluator.ks[0]}']['mean']
+      eval_users += valid['users']
+      best = meta['best']
+      if best is None or score > best['score']:
+        dump = os.path.join(workdir, 'dump') if config.eval.dump else None
+        test = evaluator(variables(), 'test', dump)
+        eval_users += test['users']
+        log.write({'kind': 'test', 'step': done * spe, 'epoch': done, **test})
+        meta['best'] = {'score': score, 'epoch': done, 'valid': valid, 'test': test}
+      eval_time += time.time() - t0
+      best = meta['best']
+      print(f"epoch {done}: valid R@10 {score:.4f} (best {best['score']:.4f} at epoch {best['epoch']})",
+            flush=True)
+      if clock is not None:
+        clock = time.time()  # evaluation is not training time
+    save(done, 0, done * spe)
+
+  checkpoints.close()
+  best = meta['best']
+  results = {
+      'model': config.model.name if config.model.name != 'cierec' else f'cierec({config.model.backbone})',
+      'best_epoch': best['epoch'], 'valid': best['valid'], 'test': best['test'],
+      'dataset': data.stats, 'config': config.to_dict(),
+      'wall_seconds': meta['elapsed'] + time.time() - session_start,
+      'train_examples_per_second': train_examples / train_time if train_time else None,
+      'eval_users_per_second': eval_users / eval_time if eval_time else None,
+      'devices': device_info(t.parallel), 'steps': total_steps,
+      'session_wall_seconds': time.time() - wall_start,
+  }
+  report.write_json(os.path.join(workdir, 'results.json'), results)
+  report.plot_curves(log.read(), os.path.join(workdir, 'curves.png'))
+  print(report.table(results['model'], results['test']), flush=True)
+  return results

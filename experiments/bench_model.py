@@ -1,0 +1,75 @@
+"""Model speed: parameters, forward and forward+backward time, images/s.
+
+  python -m experiments.bench_model
+
+For the default config (CIERec(MF), its image size and encoder width) and for
+224x224 images with encoder width 64, next to a plain ResNet18 train step.
+"""
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cierec_jax import train_step
+from cierec_jax.models import recommender
+from cierec_jax.models import spec as spec_lib
+from configs import default
+from experiments import yardstick
+
+_BATCH = flags.DEFINE_integer('batch', 0, 'Triples per batch (0: config, or 32 at 224x224).')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement.')
+
+
+def measure(image_size: int, width: int, batch: int, repeats: int) -> dict:
+  c = default.get_config()
+  c.model.encoder_width = width
+  spec = spec_lib.create(c.model, num_users=800, num_items=1200, num_elements=25,
+                         modality='image', has_annotations=True)
+  model = recommender.Recommender(spec)
+  rng = np.random.default_rng(0)
+  b = {'user': rng.integers(0, 800, batch), 'pos': rng.integers(0, 1200, batch),
+       'neg': rng.integers(0, 1200, batch),
+       'pos_content': rng.normal(size=(batch, image_size, image_size, 3)).astype(np.float32),
+       'neg_content': rng.normal(size=(batch, image_size, image_size, 3)).astype(np.float32),
+       'pos_elements': rng.integers(1, 25, (batch, 3)), 'neg_elements': rng.integers(1, 25, (batch, 3)),
+       'pos_lengths': np.full(batch, 3), 'neg_lengths': np.full(batch, 3),
+       'weight': np.ones(batch, np.float32)}
+  b = {k: jnp.asarray(v, jnp.float32 if v.dtype.kind == 'f' else jnp.int32) for k, v in b.items()}
+  variables = jax.jit(lambda k: model.init(k, b, None, train=True))(jax.random.key(0))
+  scales = jnp.ones(2)
+
+  @jax.jit
+  def forward(v):
+    return model.apply(v, b, scales, train=True, mutable=['batch_stats'])[0]['pos']
+
+  @jax.jit
+  def forward_backward(v):
+    def loss(p):
+      out, _ = model.apply({**v, 'params': p}, b, scales, train=True, mutable=['batch_stats'])
+      return jnp.mean(train_step.bpr(out['pos'] - out['neg']))
+    return jax.grad(loss)(v['params'])
+
+  fwd = yardstick.time_per_call(forward, variables, repeats=repeats)
+  fb = yardstick.time_per_call(forward_backward, variables, repeats=repeats)
+  count = sum(x.size for x in jax.tree.leaves(variables['params']))
+  return {'params': count, 'forward_s': fwd, 'fwd_bwd_s': fb, 'images_per_s': 2 * batch / fb}
+
+
+def main(_):
+  c = default.get_config()
+  print(f'device: {yardstick.device_line()}')
+  print('| setting | params | batch (triples) | forward s/batch | fwd+bwd s/batch | fwd+bwd images/s | plain ResNet18 train images/s |')
+  print('|---|---|---|---|---|---|---|')
+  for name, size, width, batch in (('default', int(c.dataset.image_size), int(c.model.encoder_width),
+                                    _BATCH.value or int(c.train.batch_size)),
+                                   ('224x224, width 64', 224, 64, _BATCH.value or 32)):
+    m = measure(size, width, batch, _REPEATS.value)
+    plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value)
+    print(f"| {name} ({size}x{size}, width {width}) | {m['params']:,} | {batch} | {m['forward_s']:.4f} | "
+          f"{m['fwd_bwd_s']:.4f} | {m['images_per_s']:,.0f} | {plain:,.0f} |", flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,46 @@
+"""Shared by the benchmarks: timing and a plain ResNet18 train step as the yardstick."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cierec_jax.models import resnet
+
+
+def time_per_call(fn, *args, repeats: int = 5) -> float:
+  """Seconds per call after one warm-up (compiling) call; blocks on the result."""
+  jax.block_until_ready(fn(*args))
+  start = time.perf_counter()
+  for _ in range(repeats):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / repeats
+
+
+def resnet18_train_images_per_second(image_size: int, width: int, batch: int, repeats: int = 5) -> float:
+  """A plain ResNet18 (SGD, squared-output loss) train step, images per second."""
+  model = resnet.ResNet18(width, 8 * width)
+  x = jnp.ones((batch, image_size, image_size, 3), jnp.float32)
+  variables = jax.jit(lambda k: model.init(k, x, train=True))(jax.random.key(0))
+  tx = optax.sgd(0.1, momentum=0.9)
+
+  @jax.jit
+  def step(params, stats, opt, x):
+    def loss(p):
+      y, new = model.apply({'params': p, 'batch_stats': stats}, x, train=True, mutable=['batch_stats'])
+      return jnp.mean(y ** 2), new['batch_stats']
+    (_, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), stats, opt
+
+  params, stats = variables['params'], variables['batch_stats']
+  opt = tx.init(params)
+  seconds = time_per_call(lambda: step(params, stats, opt, x)[0], repeats=repeats)
+  return batch / seconds
+
+
+def device_line() -> str:
+  d = jax.devices()[0]
+  return f'{jax.device_count()} x {d.device_kind} ({d.platform}), jax {jax.__version__}'

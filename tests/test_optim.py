@@ -1,0 +1,52 @@
+"""The partitioned optimiser: Adam on the policy subtree, Adagrad elsewhere."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cierec_jax import optim
+from tests import model_helpers as mh
+
+
+def _train(**kw):
+  return ml_collections.ConfigDict({**dict(lr=0.1, dqn_lr=0.003, decay_epochs=2, decay_rate=0.5,
+                                           adagrad_initial_accumulator=0.0), **kw})
+
+
+def test_each_subtree_gets_its_own_optimiser():
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), mh.shapes(mh.make(), mh.batch())['params'])
+  tx = optim.create(_train(), steps_per_epoch=3)
+  state = tx.init(params)
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  # A second, different gradient separates Adam (momentum) from Adagrad.
+  updates, state = jax.jit(tx.update)(grads, state, params)
+  for path, u in jax.tree_util.tree_leaves_with_path(updates):
+    top = path[0].key
+    expected = -0.003 if top == 'policy' else -0.1
+    np.testing.assert_allclose(u, expected, rtol=1e-4, err_msg=str(path))
+  grads2 = jax.tree.map(lambda p: jnp.full_like(p, -0.5), params)
+  updates, state = jax.jit(tx.update)(grads2, state, params)
+  # Adagrad: -lr * g / sqrt(sum g^2) = 0.1 * 0.5 / sqrt(0.5) ; Adam: m ~ 0, small step
+  leaves = dict((jax.tree_util.keystr(p), u) for p, u in jax.tree_util.tree_leaves_with_path(updates))
+  for k, u in leaves.items():
+    if k.startswith("['policy']"):
+      assert np.all(np.abs(np.asarray(u)) < 0.003)
+    else:
+      np.testing.assert_allclose(u, 0.1 * 0.5 / np.sqrt(0.5), rtol=1e-4)
+  labels = optim.labels(params)
+  assert set(jax.tree.leaves(labels['policy'])) == {optim.POLICIES}
+  assert optim.POLICIES not in jax.tree.leaves({k: v for k, v in labels.items() if k != 'policy'})
+
+
+def test_staircase_decay():
+  sched = optim.staircase(0.1, steps_per_epoch=3, decay_epochs=2, decay_rate=0.5)
+  np.testing.assert_allclose([float(sched(s)) for s in (0, 5, 6, 11, 12)],
+                             [0.1, 0.1, 0.05, 0.05, 0.025], rtol=1e-6)
+
+
+def test_optax_adagrad_accumulator_setting():
+  tx = optim.create(_train(adagrad_initial_accumulator=0.1), steps_per_epoch=1)
+  params = {'w': jnp.ones(2)}
+  u, _ = tx.update({'w': jnp.full(2, 0.01)}, tx.init(params), params)
+  np.testing.assert_allclose(u['w'], -0.1 * 0.01 / np.sqrt(0.1 + 1e-4), rtol=1e-4)

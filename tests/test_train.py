@@ -1,0 +1,167 @@
+"""The training program: resume, config refusal, non-finite loss, outputs, parallel modes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax
+import jax
+import numpy as np
+import pytest
+
+from cierec_jax import checkpoint as ckpt_lib
+from cierec_jax import train
+from tests import tiny
+
+pytestmark = pytest.mark.slow
+
+
+def _config(data_dir, **train_overrides):
+  c = tiny.config(data_dir)
+  c.train.epochs = 2
+  c.train.log_every_steps = 1
+  for k, v in train_overrides.items():
+    setattr(c.train, k, v)
+  return c
+
+
+def _final_params(workdir):
+  mgr = ckpt_lib.Checkpointer(workdir)
+  step = mgr.latest_step()
+  state = mgr.manager.restore(step, args=__import__('orbax.checkpoint').checkpoint.args.Composite(
+      state=__import__('orbax.checkpoint').checkpoint.args.StandardRestore()))['state']
+  mgr.close()
+  return flax.traverse_util.flatten_dict(state['params'], sep='/')
+
+
+def test_stopped_run_resumes_to_the_same_result(tmp_path):
+  data_dir = str(tmp_path / 'data')
+  full = train.train_and_evaluate(_config(data_dir), str(tmp_path / 'full'))
+  steps = full['steps']
+  halted = train.train_and_evaluate(_config(data_dir, halt_after_steps=steps // 2 + 1), str(tmp_path / 'cut'))
+  assert halted == {'halted_at_step': steps // 2 + 1}
+  assert not os.path.exists(tmp_path / 'cut' / 'results.json')
+  resumed = train.train_and_evaluate(_config(data_dir), str(tmp_path / 'cut'))
+  untimed = lambda r: {k: v for k, v in r.items() if k not in ('seconds', 'users_per_second')}
+  assert untimed(resumed['test']) == untimed(full['test'])
+  assert untimed(resumed['valid']) == untimed(full['valid'])
+  a, b = _final_params(str(tmp_path / 'full')), _final_params(str(tmp_path / 'cut'))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  steps_logged = [r['step'] for r in map(json.loads, open(tmp_path / 'cut' / 'metrics.jsonl')) if r['kind'] == 'train']
+  assert len(steps_logged) == len(set(steps_logged)), 'a resumed run must not log a step twice'
+
+  # A model-shape change in the same workdir is refused, naming the field.
+  c = _config(data_dir)
+  c.model.embed_dim = 16
+  with pytest.raises(ValueError, match=r'model.embed_dim: saved 8, now 16'):
+    train.train_and_evaluate(c, str(tmp_path / 'cut'))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  c = _config(str(tmp_path / 'data'), lr=1e30, checkpoint_every_steps=1)
+  c.model.name = 'mf'
+  with pytest.raises(FloatingPointError, match=r'non-finite loss at step (\d+) .*last finite metrics: \{.step.') as e:
+    train.train_and_evaluate(c, str(tmp_path / 'run'))
+  bad = int(e.value.args[0].split('step ')[1].split(' ')[0])
+  mgr = ckpt_lib.Checkpointer(str(tmp_path / 'run'))
+  assert mgr.latest_step() == bad - 1
+  mgr.close()
+
+
+def test_run_writes_its_outputs(tmp_path):
+  c = _config(str(tmp_path / 'data'))
+  c.eval.dump = True
+  res = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  for f in ('config.json', 'metrics.jsonl', 'results.json', 'curves.png'):
+    assert os.path.exists(tmp_path / 'run' / f), f
+  for key in ('dataset', 'wall_seconds', 'train_examples_per_second', 'eval_users_per_second', 'devices'):
+    assert key in res, key
+  assert res['devices']['count'] == jax.device_count()
+  for subset in ('all', 'cold', 'warm'):
+    assert set(res['test'][subset]) >= {'recall@10', 'ndcg@10', 'recall@20', 'ndcg@20'}
+  # The dump recomputes the reported test metrics independently (numpy only).
+  from cierec_jax import metrics  # pylint: disable=g-import-not-at-top
+  per_repeat = []
+  for rep in range(c.eval.repeats):
+    z = np.load(tmp_path / 'run' / 'dump' / 'test' / f'cold_repeat{rep}.npz')
+    r, _, n = metrics.ranking_metrics(z['scores'], z['labels'], z['valid'], (10,))
+    r, n = np.asarray(r), np.asarray(n)
+    per_repeat.append(r[n > 0, 0].mean())
+  np.testing.assert_allclose(np.mean(per_repeat), res['test']['cold']['recall@10']['mean'], rtol=1e-6)
+
+
+def test_withheld_annotations_change_semantic_scores(tmp_path):
+  data_dir = str(tmp_path / 'data')
+  c = _config(data_dir)
+  c.train.epochs = 1
+  with_ann = train.train_and_evaluate(c, str(tmp_path / 'a'))
+  c.eval.annotations = False
+  without = train.train_and_evaluate(c, str(tmp_path / 'b'))
+  assert with_ann['test'] != without['test']
+
+
+def _short(data_dir, parallel, devices):
+  """3 steps of the full model; returns (losses, params)."""
+  c = tiny.config(data_dir)
+  c.train.parallel = parallel
+  from cierec_jax import optim, parallel as par, train_step  # pylint: disable=g-import-not-at-top
+  from cierec_jax.data import load, sampler as sampler_lib  # pylint: disable=g-import-not-at-top
+  data = load.load(c)
+  model = train.build_model(c, data)
+  step_model = train.build_model(c, data, par.AXIS) if parallel == 'pmap' else model
+  s = sampler_lib.sampler_for(data, 32, 0)
+  tx = optim.create(c.train, s.steps_per_epoch)
+  batches = [sampler_lib.with_item_inputs(b, data) for b in s.batches(0)][:3]
+  state = train_step.create_state(model, tx, batches[0], 0)
+  fn = train_step.make_train_step(step_model, tx, c.train.l2, par.AXIS if parallel == 'pmap' else None)
+  runner = par.PmapRunner(fn, devices) if parallel == 'pmap' else par.JitRunner(fn, par.make_mesh(devices))
+  st = runner.put_state(state)
+  losses = []
+  for i, b in enumerate(batches):
+    st, m = runner.step(st, runner.put_batch(b), jax.random.fold_in(jax.random.key(0), i))
+    losses.append(float(m['loss']))
+  params = flax.traverse_util.flatten_dict(jax.device_get(runner.get_state(st).params), sep='/')
+  return np.array(losses), params
+
+
+def test_one_device_jit_and_pmap_agree(tmp_path):
+  """Three steps on 1 device (jit), 4 devices (jit) and 4 devices (pmap).
+
+  The modes differ only in float32 summation order (sharded reductions,
+  all-reduces). Losses agree to rtol 1e-4. For parameters, Adagrad with a zero
+  initial accumulator divides each coordinate's gradient by its own norm, so
+  a coordinate whose gradient is a near-cancelling sum (|g| ~ 1e-5) turns a
+  rounding difference into a visible fraction of a step: we allow 1% of one
+  step (0.01 * lr) per coordinate, and require the typical (median)
+  difference to be at rounding level (1e-6).
+  """
+  assert jax.device_count() == 4
+  data_dir = str(tmp_path / 'data')
+  lr = tiny.config(data_dir).train.lr
+  one_loss, one = _short(data_dir, 'jit', jax.devices()[:1])
+  for mode in ('jit', 'pmap'):
+    loss, params = _short(data_dir, mode, jax.devices())
+    np.testing.assert_allclose(loss, one_loss, rtol=1e-4, err_msg=mode)
+    diffs = []
+    for k in one:
+      np.testing.assert_allclose(params[k], one[k], rtol=0, atol=0.01 * lr, err_msg=f'{mode} {k}')
+      diffs.append(np.abs(np.asarray(params[k]) - np.asarray(one[k])).ravel())
+    assert np.median(np.concatenate(diffs)) < 1e-6, mode
+
+
+def test_main_cli(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  args = [sys.executable, '-m', 'cierec_jax.main', '--config=configs/default.py',
+          f'--workdir={tmp_path / "run"}', f'--config.dataset.data_dir={tmp_path / "data"}',
+          '--config.dataset.num_users=50', '--config.dataset.num_items=120',
+          '--config.dataset.image_size=16', '--config.eval.num_negatives=30', '--config.eval.repeats=2',
+          '--config.model.name=mf', '--config.train.epochs=1', '--config.train.batch_size=64']
+  out = subprocess.run(args, cwd=root, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert '| mf |' in out.stdout and 'Cold R@10' in out.stdout
+  assert 'ex/s ETA' in out.stdout
+  bad = subprocess.run(args + ['--config.train.batchsize=3'], cwd=root, capture_output=True, text=True)
+  assert bad.returncode != 0 and 'batchsize' in bad.stderr
