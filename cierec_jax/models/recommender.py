@@ -172,10 +172,8 @@ class Recommender(nn.Module):
       table['gate'] = self.visual.user_part(table['p']) + self.visual.const_part()
     return table
 
-  def score_candidates(self, users, candidates, item_table):
-    """users: [B] int; candidates: [B, C] int; item_table from `item_table`
-    -> [B, C] float32 scores, equal to training-mode scores with BatchNorm in
-    inference mode and the gradient gates' identity forward."""
+  def _candidates(self, users, candidates, item_table):
+    """(score [B, C], fused item representation f [B, C, d]) from the tables."""
     user = {k: v[:, None] for k, v in self.user_table(users).items()}
     item = {k: v[candidates] for k, v in item_table.items()}
     v = None
@@ -184,5 +182,14 @@ class Recommender(nn.Module):
         v = self.visual.from_parts(item['e_v'], user['gate'] + item['gate'])
       else:
         v = item['v']
-    y, _ = self._combine(user, item, v)
-    return y
+    return self._combine(user, item, v)
+
+  def score_candidates(self, users, candidates, item_table):
+    """users: [B] int; candidates: [B, C] int; item_table from `item_table`
+    -> [B, C] float32 scores, equal to training-mode scores with BatchNorm in
+    inference mode and the gradient gates' identity forward."""
+    return self._candidates(users, candidates, item_table)[0]
+
+  def fused_candidates(self, users, candidates, item_table):
+    """[B, C, d] f_i as user users[b] sees candidates[b, c] (v_i depends on the user)."""
+    return self._candidates(users, candidates, item_table)[1]
