@@ -25,6 +25,15 @@ def check_batch(global_batch_size: int, num_devices: int):
                      f'{num_devices} devices')
 
 
+def eval_placement(batch_size: int):
+  """Shards evaluation's per-user batches over all devices when they divide it
+  (the parameters are then replicated by jit); None keeps one device."""
+  if batch_size % jax.device_count():
+    return None
+  sharded = NamedSharding(make_mesh(), P(AXIS))
+  return lambda batch: jax.device_put(batch, sharded)
+
+
 class JitRunner:
   """jax.jit over a mesh; the state lives replicated on all devices."""
 

@@ -139,14 +139,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None)
-  if pmap:
-    runner = parallel.PmapRunner(step_fn)
-    place = None
-  else:
-    runner = parallel.JitRunner(step_fn, parallel.make_mesh())
-    shardable = int(config.eval.batch_size) % jax.device_count() == 0
-    place = (lambda b: jax.device_put(b, runner.sharded)) if shardable else None
-  evaluator = eval_lib.Evaluator(model, data, config.eval, place)
+  runner = parallel.PmapRunner(step_fn) if pmap else parallel.JitRunner(step_fn, parallel.make_mesh())
+  evaluator = eval_lib.Evaluator(model, data, config.eval, parallel.eval_placement(int(config.eval.batch_size)))
   dstate = runner.put_state(state)
   key = jax.random.key(int(t.seed))
 
@@ -208,20 +202,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     done = epoch + 1
     if done % max(1, int(config.eval.every_epochs)) == 0 or done == epochs:
-      t0 = time.time()
       valid = evaluator(variables(), 'valid')
       log.write({'kind': 'valid', 'step': done * spe, 'epoch': done, **valid})
-      score = valid['all']['recall@10']['mean'] if 10 in evaluator.ks else \
-          valid['all'][f'recall@{evaluator.ks[0]}']['mean']
-      eval_users += valid['users']
-      best = meta['best']
-      if best is None or score > best['score']:
+      evaluated = [valid]
+      # Model selection: valid Recall@10 (all), or the first K when 10 is not in eval.ks.
+      k = 10 if 10 in evaluator.ks else evaluator.ks[0]
+      score = valid['all'][f'recall@{k}']['mean']
+      if meta['best'] is None or score > meta['best']['score']:
         dump = os.path.join(workdir, 'dump') if config.eval.dump else None
         test = evaluator(variables(), 'test', dump)
-        eval_users += test['users']
         log.write({'kind': 'test', 'step': done * spe, 'epoch': done, **test})
         meta['best'] = {'score': score, 'epoch': done, 'valid': valid, 'test': test}
-      eval_time += time.time() - t0
+        evaluated.append(test)
+      eval_users += sum(r['users'] for r in evaluated)
+      eval_time += sum(r['seconds'] for r in evaluated)  # compilation excluded
       best = meta['best']
       print(f"epoch {done}: valid R@10 {score:.4f} (best {best['score']:.4f} at epoch {best['epoch']})",
             flush=True)

@@ -10,6 +10,7 @@ same image size and encoder width: the pipeline must not limit training.
 import time
 
 from absl import app
+from absl import logging
 from ml_collections import config_flags
 
 from cierec_jax.data import load
@@ -29,6 +30,7 @@ def rate(fn, count: int, min_seconds: float = 2.0) -> float:
 
 
 def main(_):
+  logging.set_verbosity(logging.WARNING)
   c = _CONFIG.value
   data = load.load(c)
   bs = int(c.train.batch_size)

@@ -7,6 +7,7 @@ For the default config (CIERec(MF), its image size and encoder width) and for
 """
 
 from absl import app
+from absl import logging
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -58,13 +59,14 @@ def measure(image_size: int, width: int, batch: int, repeats: int) -> dict:
 
 
 def main(_):
+  logging.set_verbosity(logging.WARNING)
   c = default.get_config()
   print(f'device: {yardstick.device_line()}')
   print('| setting | params | batch (triples) | forward s/batch | fwd+bwd s/batch | fwd+bwd images/s | plain ResNet18 train images/s |')
   print('|---|---|---|---|---|---|---|')
-  for name, size, width, batch in (('default', int(c.dataset.image_size), int(c.model.encoder_width),
+  for name, size, width, batch in (('default config', int(c.dataset.image_size), int(c.model.encoder_width),
                                     _BATCH.value or int(c.train.batch_size)),
-                                   ('224x224, width 64', 224, 64, _BATCH.value or 32)):
+                                   ('paper scale', 224, 64, _BATCH.value or 32)):
     m = measure(size, width, batch, _REPEATS.value)
     plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value)
     print(f"| {name} ({size}x{size}, width {width}) | {m['params']:,} | {batch} | {m['forward_s']:.4f} | "
