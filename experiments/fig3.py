@@ -20,8 +20,8 @@ from cierec_jax import checkpoint as ckpt_lib
 from cierec_jax import evaluate as eval_lib
 from cierec_jax import train
 from cierec_jax.data import load
-from experiments import ablations
 from experiments import grid
+from experiments import paper_rows
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py', 'Dataset config.')
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/fig3', 'Root of the runs and the figure.')
@@ -60,7 +60,7 @@ def main(_):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
-  runs = [r for r in ablations.runs_for(1, backbones=('mf',)) if r.label.split(' ', 1)[1] in PANELS]
+  runs = [r for r in paper_rows.runs_for(1, backbones=('mf',)) if r.label.split(' ', 1)[1] in PANELS]
   grid.run_grid(config, runs, _WORKDIR.value, quick=_QUICK.value)
   data = load.load(config)
   rng = np.random.default_rng(_SEED.value)

@@ -14,28 +14,23 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import grid
+from experiments import paper_rows
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py', 'Dataset config.')
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/table2', 'Root of the runs and tables.')
 _SEEDS = flags.DEFINE_integer('seeds', 5, 'Training seeds per model.')
 _QUICK = flags.DEFINE_bool('quick', False, 'One seed, one epoch: a smoke run.')
 
-MODELS = (('MF', (('model.name', 'mf'),)),
-          ('VBPR', (('model.name', 'vbpr'),)),
-          ('MF(Image)', (('model.name', 'mf_image'),)),
-          ('MF(Semantics)', (('model.name', 'mf_semantics'),)),
-          ('CIERec(MF)', (('model.name', 'cierec'), ('model.backbone', 'mf'))),
-          ('CIERec(VBPR)', (('model.name', 'cierec'), ('model.backbone', 'vbpr'))))
 COLUMNS = tuple((s, m) for s in ('cold', 'warm', 'all') for m in ('recall@10', 'ndcg@10'))
 HEADER = ['model'] + [f"{s.capitalize()} {'R' if m.startswith('recall') else 'NDCG'}@10" for s, m in COLUMNS]
 
 
 def main(_):
   seeds = 1 if _QUICK.value else _SEEDS.value
-  runs = [grid.Run(label, overrides, seed) for label, overrides in MODELS for seed in range(seeds)]
+  runs = [grid.Run(label, overrides, seed) for label, overrides in paper_rows.MODELS for seed in range(seeds)]
   results = grid.run_grid(_CONFIG.value, runs, _WORKDIR.value, quick=_QUICK.value)
   rows = []
-  for label, _ in MODELS:
+  for label, _ in paper_rows.MODELS:
     mine = [results[r] for r in runs if r.label == label]
     rows.append((label, [grid.mean_std([grid.metric(x, s, m) for x in mine]) for s, m in COLUMNS]))
   print(grid.write_table(rows, HEADER, os.path.join(_WORKDIR.value, 'table2')))

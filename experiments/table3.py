@@ -12,8 +12,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import ablations
 from experiments import grid
+from experiments import paper_rows
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py', 'Dataset config.')
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/table3', 'Root of the runs and tables.')
@@ -23,13 +23,13 @@ SUBSETS = ('cold', 'warm', 'all')
 
 def main(_):
   seeds = 1 if _QUICK.value else _SEEDS.value
-  runs = ablations.runs_for(seeds)
+  runs = paper_rows.runs_for(seeds)
   results = grid.run_grid(_CONFIG.value, runs, _WORKDIR.value, quick=_QUICK.value)
-  header = ['row'] + [f'{b.upper()} {s.capitalize()} R@10' for b in ablations.BACKBONES for s in SUBSETS]
+  header = ['row'] + [f'{b.upper()} {s.capitalize()} R@10' for b in paper_rows.BACKBONES for s in SUBSETS]
   table = []
-  for label, _ in ablations.ROWS:
+  for label, _ in paper_rows.ROWS:
     cells = []
-    for b in ablations.BACKBONES:
+    for b in paper_rows.BACKBONES:
       mine = [results[r] for r in runs if r.label == f'CIERec({b.upper()}) {label}']
       cells += [grid.mean_std([grid.metric(x, s, 'recall@10') for x in mine]) for s in SUBSETS]
     table.append((label, cells))

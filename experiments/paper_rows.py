@@ -1,8 +1,15 @@
-"""The ablation rows of the paper's Table III, shared by table3.py and fig3.py."""
+"""The rows of the paper's tables: Table II's models and Table III's ablations."""
 
 from experiments import grid
 
-ROWS = (('Base', dict(ci=False, ta=False, gr=False, pi=False)),
+MODELS = (('MF', (('model.name', 'mf'),)),  # Table II
+          ('VBPR', (('model.name', 'vbpr'),)),
+          ('MF(Image)', (('model.name', 'mf_image'),)),
+          ('MF(Semantics)', (('model.name', 'mf_semantics'),)),
+          ('CIERec(MF)', (('model.name', 'cierec'), ('model.backbone', 'mf'))),
+          ('CIERec(VBPR)', (('model.name', 'cierec'), ('model.backbone', 'vbpr'))))
+
+ROWS = (('Base', dict(ci=False, ta=False, gr=False, pi=False)),  # Table III
         ('Base+CI', dict(ci=True, ta=False, gr=False, pi=False)),
         ('Base+CI+TA', dict(ci=True, ta=True, gr=False, pi=False)),
         ('Base+CI+TA+GR', dict(ci=True, ta=True, gr=True, pi=False)),
@@ -11,6 +18,7 @@ BACKBONES = ('mf', 'vbpr')
 
 
 def runs_for(seeds: int, backbones=BACKBONES, rows=ROWS):
+  """Table III's runs: each ablation row for each backbone and seed."""
   out = []
   for backbone in backbones:
     for label, flags_ in rows:

@@ -1,0 +1,44 @@
+"""The tuning budget every model gets: a learning-rate sweep, selected on valid.
+
+  python -m experiments.tune --config=configs/default.py --workdir=runs/tune
+
+Trains each Table II model at each `--lrs` value (seed 0) and writes tune.md /
+tune.csv with valid Recall@10 (all) at the best epoch. The learning rate with
+the best mean rank across models is printed; it goes into the config, so every
+model is compared at the same budget and the same value. The test split is
+never looked at.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import numpy as np
+
+from experiments import grid
+from experiments import paper_rows
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py', 'Dataset config.')
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/tune', 'Root of the runs and the table.')
+_LRS = flags.DEFINE_list('lrs', ['0.01', '0.02', '0.05'], 'Adagrad learning rates to try.')
+_QUICK = flags.DEFINE_bool('quick', False, 'One epoch per run: a smoke run.')
+
+
+def main(_):
+  lrs = [float(x) for x in _LRS.value]
+  runs = [grid.Run(f'{label} lr={lr:g}', overrides + (('train.lr', lr),), 0)
+          for label, overrides in paper_rows.MODELS for lr in lrs]
+  results = grid.run_grid(_CONFIG.value, runs, _WORKDIR.value, quick=_QUICK.value)
+  valid = np.array([[results[r]['valid']['all']['recall@10']['mean'] for r in runs if r.label == f'{m} lr={lr:g}']
+                    for m, _ in paper_rows.MODELS for lr in lrs]).reshape(len(paper_rows.MODELS), len(lrs))
+  ranks = (-valid).argsort(1).argsort(1) + 1
+  rows = [(m, [f'{v:.4f}' for v in valid[k]]) for k, (m, _) in enumerate(paper_rows.MODELS)]
+  rows.append(('mean rank', [f'{r:.2f}' for r in ranks.mean(0)]))
+  print(grid.write_table(rows, ['model'] + [f'lr={lr:g} valid R@10' for lr in lrs],
+                         os.path.join(_WORKDIR.value, 'tune')))
+  print(f'chosen train.lr = {lrs[int(ranks.mean(0).argmin())]:g}')
+
+
+if __name__ == '__main__':
+  app.run(main)
