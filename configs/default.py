@@ -23,4 +23,7 @@ def get_config():
   d.image_size = 32
   d.noise = 12.0
   c.model.encoder_width = 16
+  # python -m experiments.tune --config=configs/default.py (lrs 0.01, 0.02, 0.05; seed 0)
+  c.tuned_lr.update(dict(mf=0.01, vbpr=0.05, mf_image=0.05, mf_semantics=0.05,
+                         cierec_mf=0.05, cierec_vbpr=0.02))
   return c

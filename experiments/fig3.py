@@ -60,7 +60,7 @@ def main(_):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
-  runs = [r for r in paper_rows.runs_for(1, backbones=('mf',)) if r.label.split(' ', 1)[1] in PANELS]
+  runs = [r for r in paper_rows.runs_for(config, 1, backbones=('mf',)) if r.label.split(' ', 1)[1] in PANELS]
   grid.run_grid(config, runs, _WORKDIR.value, quick=_QUICK.value)
   data = load.load(config)
   rng = np.random.default_rng(_SEED.value)

@@ -17,12 +17,28 @@ ROWS = (('Base', dict(ci=False, ta=False, gr=False, pi=False)),  # Table III
 BACKBONES = ('mf', 'vbpr')
 
 
-def runs_for(seeds: int, backbones=BACKBONES, rows=ROWS):
-  """Table III's runs: each ablation row for each backbone and seed."""
+def model_key(overrides) -> str:
+  """The config.tuned_lr key of a row: the model name, with the backbone for cierec."""
+  o = dict(overrides)
+  return f"cierec_{o['model.backbone']}" if o['model.name'] == 'cierec' else o['model.name']
+
+
+def with_tuned_lr(config, overrides) -> tuple:
+  """Adds the row's valid-selected learning rate (config.tuned_lr) to its overrides."""
+  return tuple(overrides) + (('train.lr', float(config.tuned_lr[model_key(overrides)])),)
+
+
+def table2_runs(config, seeds: int):
+  return [grid.Run(label, with_tuned_lr(config, o), s) for label, o in MODELS for s in range(seeds)]
+
+
+def runs_for(config, seeds: int, backbones=BACKBONES, rows=ROWS):
+  """Table III's runs: each ablation row for each backbone and seed, at the
+  backbone's CIERec learning rate."""
   out = []
   for backbone in backbones:
     for label, flags_ in rows:
-      overrides = (('model.name', 'cierec'), ('model.backbone', backbone)) + tuple(
-          (f'model.{k}', v) for k, v in flags_.items())
+      overrides = with_tuned_lr(config, (('model.name', 'cierec'), ('model.backbone', backbone)) + tuple(
+          (f'model.{k}', v) for k, v in flags_.items()))
       out += [grid.Run(f'CIERec({backbone.upper()}) {label}', overrides, s) for s in range(seeds)]
   return out

@@ -27,7 +27,7 @@ HEADER = ['model'] + [f"{s.capitalize()} {'R' if m.startswith('recall') else 'ND
 
 def main(_):
   seeds = 1 if _QUICK.value else _SEEDS.value
-  runs = [grid.Run(label, overrides, seed) for label, overrides in paper_rows.MODELS for seed in range(seeds)]
+  runs = paper_rows.table2_runs(_CONFIG.value, seeds)
   results = grid.run_grid(_CONFIG.value, runs, _WORKDIR.value, quick=_QUICK.value)
   rows = []
   for label, _ in paper_rows.MODELS:

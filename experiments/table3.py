@@ -23,7 +23,7 @@ SUBSETS = ('cold', 'warm', 'all')
 
 def main(_):
   seeds = 1 if _QUICK.value else _SEEDS.value
-  runs = paper_rows.runs_for(seeds)
+  runs = paper_rows.runs_for(_CONFIG.value, seeds)
   results = grid.run_grid(_CONFIG.value, runs, _WORKDIR.value, quick=_QUICK.value)
   header = ['row'] + [f'{b.upper()} {s.capitalize()} R@10' for b in paper_rows.BACKBONES for s in SUBSETS]
   table = []
