@@ -13,8 +13,8 @@ SHAPE_FIELDS = ('model.name', 'model.backbone', 'model.ci', 'model.ta', 'model.g
 class Checkpointer:
   """Saves (state, meta) at a global step; meta is JSON (epoch, position, config, best)."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 2):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  def __init__(self, workdir: str, max_to_keep: int = 2, name: str = 'checkpoints'):
+    self.directory = os.path.abspath(os.path.join(workdir, name))
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'meta'),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
@@ -23,6 +23,8 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state, meta: dict):
+    if step in self.manager.all_steps():  # redone after a resume: same content, replace it
+      self.manager.delete(step)
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)))
     self.manager.wait_until_finished()

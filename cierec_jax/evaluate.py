@@ -61,7 +61,7 @@ class Evaluator:
     self.data = data
     self.ks = tuple(int(k) for k in eval_config.ks)
     self.batch_size = int(eval_config.batch_size)
-    self.encode_batch = int(eval_config.get('encode_batch_size', 256))
+    self.encode_batch = int(eval_config.encode_batch_size)
     self.lengths = data.item_lengths if eval_config.annotations else np.zeros_like(data.item_lengths)
     self.place = place or (lambda batch: batch)
     self.splits = {name: split_candidates(data, s)

@@ -41,10 +41,11 @@ class MetricsLog:
     self.path = os.path.join(workdir, 'metrics.jsonl')
 
   def truncate_after(self, step: int):
-    """Drops lines past `step` (written by a run that stopped after its last checkpoint)."""
+    """Drops lines past `step` (written by a run that stopped after its last
+    checkpoint) and the final test line (written again when the run ends)."""
     if not os.path.exists(self.path):
       return
-    keep = [line for line in self.read() if line['step'] <= step]
+    keep = [line for line in self.read() if line['step'] <= step and line['kind'] != 'test']
     tmp = self.path + '.tmp'
     with open(tmp, 'w') as f:
       f.writelines(json.dumps(x) + '\n' for x in keep)

@@ -96,7 +96,7 @@ class _Interval:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains, evaluates (valid each `eval.every_epochs`, test at the best valid) and reports.
+  """Trains, evaluates valid each `eval.every_epochs`, then test once with the best-valid state.
 
   Resumes from the latest checkpoint in workdir. Returns the results dict that
   is also written to workdir/results.json (or {'halted_at_step': n} when
@@ -124,6 +124,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = step_lib.create_state(model, tx, example, int(t.seed))
 
   checkpoints = ckpt_lib.Checkpointer(workdir, int(t.max_checkpoints))
+  best_checkpoint = ckpt_lib.Checkpointer(workdir, 1, 'best')  # the best-valid state
   fingerprint = builder.fingerprint(load.content_settings(config))
   signature = ckpt_lib.shape_signature(config, fingerprint)
   log = report.MetricsLog(workdir)
@@ -133,7 +134,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ckpt_lib.check_compatible(checkpoints.restore_meta(latest)['signature'], signature,
                               checkpoints.directory)
     state, meta = checkpoints.restore(latest, state)
-    log.truncate_after(latest)
+    log.truncate_after(latest)  # and the final test line, which is recomputed
     logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
     print(f'resumed from checkpoint step {latest}', flush=True)
   report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
@@ -144,8 +145,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   dstate = runner.put_state(state)
   key = jax.random.key(int(t.seed))
 
-  def variables():
-    s = runner.get_state(dstate)
+  def variables(s=None):
+    s = runner.get_state(dstate) if s is None else s
     return {'params': s.params, **({'batch_stats': s.batch_stats} if s.batch_stats else {})}
 
   def save(epoch, step_in_epoch, global_step):
@@ -197,6 +198,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         save(epoch, i + 1, global_step + 1)
       if halt and global_step + 1 >= halt:
         checkpoints.close()
+        best_checkpoint.close()
         return {'halted_at_step': global_step + 1}
     flush()
 
@@ -204,18 +206,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if done % max(1, int(config.eval.every_epochs)) == 0 or done == epochs:
       valid = evaluator(variables(), 'valid')
       log.write({'kind': 'valid', 'step': done * spe, 'epoch': done, **valid})
-      evaluated = [valid]
       # Model selection: valid Recall@10 (all), or the first K when 10 is not in eval.ks.
       k = 10 if 10 in evaluator.ks else evaluator.ks[0]
       score = valid['all'][f'recall@{k}']['mean']
       if meta['best'] is None or score > meta['best']['score']:
-        dump = os.path.join(workdir, 'dump') if config.eval.dump else None
-        test = evaluator(variables(), 'test', dump)
-        log.write({'kind': 'test', 'step': done * spe, 'epoch': done, **test})
-        meta['best'] = {'score': score, 'epoch': done, 'valid': valid, 'test': test}
-        evaluated.append(test)
-      eval_users += sum(r['users'] for r in evaluated)
-      eval_time += sum(r['seconds'] for r in evaluated)  # compilation excluded
+        meta['best'] = {'score': score, 'epoch': done, 'valid': valid}
+        best_checkpoint.save(done * spe, runner.get_state(dstate), meta)
+      eval_users += valid['users']
+      eval_time += valid['seconds']  # compilation excluded
       best = meta['best']
       print(f"epoch {done}: valid R@10 {score:.4f} (best {best['score']:.4f} at epoch {best['epoch']})",
             flush=True)
@@ -224,7 +222,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     save(done, 0, done * spe)
 
   checkpoints.close()
-  best = meta['best']
+  # The test split is looked at once, with the best-valid state.
+  best_state, _ = best_checkpoint.restore(best_checkpoint.latest_step(), runner.get_state(dstate))
+  best_checkpoint.close()
+  dump = os.path.join(workdir, 'dump') if config.eval.dump else None
+  test = evaluator(variables(best_state), 'test', dump)
+  log.write({'kind': 'test', 'step': meta['best']['epoch'] * spe, 'epoch': meta['best']['epoch'], **test})
+  eval_users += test['users']
+  eval_time += test['seconds']
+  best = dict(meta['best'], test=test)
   results = {
       'model': config.model.name if config.model.name != 'cierec' else f'cierec({config.model.backbone})',
       'best_epoch': best['epoch'], 'valid': best['valid'], 'test': best['test'],

@@ -63,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.ks = (10, 20)
   c.eval.annotations = True
   c.eval.dump = False
-  c.eval.batch_size = 64
+  c.eval.batch_size = 32  # users per scoring call
+  c.eval.encode_batch_size = 256  # items per encoder call
   c.eval.every_epochs = 1
   return c
