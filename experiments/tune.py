@@ -3,10 +3,10 @@
   python -m experiments.tune --config=configs/default.py --workdir=runs/tune
 
 Trains each Table II model at each `--lrs` value (seed 0) and writes tune.md /
-tune.csv with valid Recall@10 (all) at the best epoch. The learning rate with
-the best mean rank across models is printed; it goes into the config, so every
-model is compared at the same budget and the same value. The test split is
-never looked at.
+tune.csv with valid Recall@10 (all) at the best epoch. Each model's best value
+is printed as the `tuned_lr` line that goes into the dataset config, so every
+model gets the same budget (the same values tried) and its own best. The test
+split is never looked at.
 """
 
 import os
@@ -37,7 +37,9 @@ def main(_):
   rows.append(('mean rank', [f'{r:.2f}' for r in ranks.mean(0)]))
   print(grid.write_table(rows, ['model'] + [f'lr={lr:g} valid R@10' for lr in lrs],
                          os.path.join(_WORKDIR.value, 'tune')))
-  print(f'chosen train.lr = {lrs[int(ranks.mean(0).argmin())]:g}')
+  keys = [paper_rows.model_key(o) for _, o in paper_rows.MODELS]
+  best = {key: lrs[int(valid[k].argmax())] for k, key in enumerate(keys)}
+  print('c.tuned_lr.update(dict(' + ', '.join(f'{k}={v:g}' for k, v in best.items()) + '))')
 
 
 if __name__ == '__main__':

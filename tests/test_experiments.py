@@ -56,3 +56,18 @@ def test_table3_and_fig3_quick(tmp_path):
   out = _run('fig3', tmp_path / 'runs', tmp_path / 'data', '--users=3')
   assert out.count('done before, skipped') == 3
   assert os.path.getsize(tmp_path / 'runs' / 'fig3.png') > 10_000
+
+
+def test_tune_quick(tmp_path):
+  out = _run('tune', tmp_path / 'runs', tmp_path / 'data', '--lrs=0.01,0.05')
+  rows = _csv(tmp_path / 'runs' / 'tune.csv')
+  assert rows[0] == ['model', 'lr=0.01 valid R@10', 'lr=0.05 valid R@10']
+  assert [r[0] for r in rows[1:]] == ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'CIERec(MF)', 'CIERec(VBPR)',
+                                      'mean rank']
+  line = [x for x in out.splitlines() if x.startswith('c.tuned_lr.update(')][0]
+  chosen = dict(kv.split('=') for kv in line[len('c.tuned_lr.update(dict('):-2].split(', '))
+  assert sorted(chosen) == ['cierec_mf', 'cierec_vbpr', 'mf', 'mf_image', 'mf_semantics', 'vbpr']
+  for key, (model, *values) in zip(['mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec_mf', 'cierec_vbpr'], rows[1:]):
+    low, high = float(values[0]), float(values[1])
+    if low != high:  # the csv rounds to 4 decimals; a tie there says nothing
+      assert float(chosen[key]) == (0.01 if low > high else 0.05), model

@@ -1,0 +1,27 @@
+"""The evaluator's two ways to score candidates give the same metrics."""
+
+import jax
+import numpy as np
+
+from cierec_jax import evaluate as eval_lib
+from cierec_jax import train
+from cierec_jax.data import load
+from cierec_jax.data import sampler as sampler_lib
+from tests import tiny
+
+
+def test_scoring_every_item_equals_scoring_the_candidates(tmp_path):
+  c = tiny.config(str(tmp_path / 'data'))
+  data = load.load(c)
+  model = train.build_model(c, data)
+  batch = sampler_lib.with_item_inputs(next(iter(sampler_lib.sampler_for(data, 8, 0).batches(0))), data)
+  variables = model.init(jax.random.key(1), batch, None, train=True)
+  direct = eval_lib.Evaluator(model, data, c.eval)
+  every = eval_lib.Evaluator(model, data, c.eval)
+  direct.score_all_items, every.score_all_items = False, True
+  a, b = direct(variables, 'test'), every(variables, 'test')
+  for subset in eval_lib.SUBSETS:
+    for metric in ('recall@10', 'ndcg@10', 'recall@20', 'ndcg@20'):
+      np.testing.assert_allclose(b[subset][metric]['mean'], a[subset][metric]['mean'], atol=1e-6)
+      np.testing.assert_allclose(b[subset][metric]['std'], a[subset][metric]['std'], atol=1e-6)
+  assert a['all']['recall@10']['mean'] > 0  # the comparison is not between two empty results
