@@ -51,6 +51,29 @@ def subset_masks(pos_mask, pos_cold):
   return jnp.stack([pos_mask, pos_cold, pos_mask & ~pos_cold])
 
 
+def candidate_metrics(pos_scores, neg_scores, pos_mask, pos_cold, ks) -> dict:
+  """Each (repeat, subset)'s per-user metrics, as a pure function of scores.
+
+  pos_scores: [B, P]; neg_scores: [B, R, K]; pos_mask, pos_cold: [B, P] bool.
+  Returns recall, ndcg: [B, R, S, len(ks)] and num_pos: [B, R, S].
+  """
+  b, p = pos_scores.shape
+  r, k = neg_scores.shape[1:]
+  keep = subset_masks(pos_mask, pos_cold)
+  labels = jnp.concatenate([jnp.ones((b, p), bool), jnp.zeros((b, k), bool)], axis=1)
+  recall, ndcg, num = [], [], []
+  for rep in range(r):
+    s = jnp.concatenate([pos_scores, neg_scores[:, rep]], axis=1)
+    out = []
+    for sub in range(len(SUBSETS)):
+      valid = jnp.concatenate([keep[sub], jnp.ones((b, k), bool)], axis=1)
+      out.append(metrics_lib.ranking_metrics(s, labels, valid, ks))
+    recall.append(jnp.stack([o[0] for o in out], 1))
+    ndcg.append(jnp.stack([o[1] for o in out], 1))
+    num.append(jnp.stack([o[2] for o in out], 1))
+  return {'recall': jnp.stack(recall, 1), 'ndcg': jnp.stack(ndcg, 1), 'num_pos': jnp.stack(num, 1)}
+
+
 class Evaluator:
   """Evaluates a model's variables on the valid or test split."""
 
@@ -113,23 +136,9 @@ class Evaluator:
       scores = jnp.take_along_axis(scores, cands, axis=1)
     else:
       scores = self.model.apply(variables, batch['users'], cands, table, method='score_candidates')
-    pos_scores, neg_scores = scores[:, :p], scores[:, p:].reshape(b, r, k)
-    keep = subset_masks(batch['pos_mask'], batch['pos_cold'])
-    recall, ndcg, num = [], [], []
-    for rep in range(r):
-      row = ([], [], [])
-      s = jnp.concatenate([pos_scores, neg_scores[:, rep]], axis=1)
-      labels = jnp.concatenate([jnp.ones((b, p), bool), jnp.zeros((b, k), bool)], axis=1)
-      for sub in range(len(SUBSETS)):
-        valid = jnp.concatenate([keep[sub], jnp.ones((b, k), bool)], axis=1)
-        out = metrics_lib.ranking_metrics(s, labels, valid, self.ks)
-        for acc, x in zip(row, out):
-          acc.append(x)
-      recall.append(jnp.stack(row[0], 1))
-      ndcg.append(jnp.stack(row[1], 1))
-      num.append(jnp.stack(row[2], 1))
-    return {'recall': jnp.stack(recall, 1), 'ndcg': jnp.stack(ndcg, 1), 'num_pos': jnp.stack(num, 1),
-            'scores': scores}
+    out = candidate_metrics(scores[:, :p], scores[:, p:].reshape(b, r, k), batch['pos_mask'],
+                            batch['pos_cold'], self.ks)
+    return dict(out, scores=scores)
 
   def __call__(self, variables, split: str, dump_dir: str | None = None) -> dict:
     """Returns {subset: {'recall@K': {'mean', 'std'}, 'ndcg@K': ...}, 'users': n} and

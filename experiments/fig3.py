@@ -72,7 +72,9 @@ def main(_):
     c = grid.apply(config, run.overrides)
     p, f, owner = representations(c, run.workdir(_WORKDIR.value), users, items_of)
     points = np.concatenate([p, f])
-    xy = TSNE(n_components=2, perplexity=min(30.0, len(points) - 1), init='pca',
+    # Scores are inner products, so a user relates to its items by direction:
+    # cosine distances keep a user near the items it scores high.
+    xy = TSNE(n_components=2, perplexity=min(30.0, len(points) - 1), init='pca', metric='cosine',
               random_state=_SEED.value).fit_transform(points)
     for k in range(len(users)):
       mine = xy[len(users):][owner == k]
