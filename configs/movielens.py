@@ -9,4 +9,7 @@ def get_config():
   d.name = 'movielens100k'
   d.min_entity_items = 5  # keep KG entities linked to at least this many items
   d.min_element_count = 1
+  # python -m experiments.tune --config=configs/movielens.py (lrs 0.01, 0.02, 0.05; seed 0)
+  c.tuned_lr.update(dict(mf=0.05, vbpr=0.02, mf_image=0.02, mf_semantics=0.05,
+                         cierec_mf=0.05, cierec_vbpr=0.05))
   return c
