@@ -19,6 +19,7 @@ from cierec_jax import metrics as metrics_lib
 from cierec_jax.data import raw as raw_lib
 
 SUBSETS = ('all', 'cold', 'warm')
+SPLITS = {'valid': raw_lib.VALID, 'test': raw_lib.TEST}
 
 
 @dataclasses.dataclass
@@ -87,15 +88,11 @@ class Evaluator:
     self.encode_batch = int(eval_config.encode_batch_size)
     self.lengths = data.item_lengths if eval_config.annotations else np.zeros_like(data.item_lengths)
     self.place = place or (lambda batch: batch)
-    self.splits = {name: split_candidates(data, s)
-                   for name, s in (('valid', raw_lib.VALID), ('test', raw_lib.TEST))}
+    self.splits = {name: split_candidates(data, s) for name, s in SPLITS.items()}
     self._encode = jax.jit(lambda v, x: model.apply(v, x, False, method='encode'))
     self._table = jax.jit(lambda v, e, el, ln: model.apply(v, e, el, ln, method='item_table'))
     self._score = jax.jit(self._score_batch)
-    # With few items, scoring every item once per user costs fewer pairs than
-    # scoring each repeat's candidates (P + R*K per user); the scores are the same.
-    c = self.splits['valid']
-    self.score_all_items = data.num_items <= c.pos.shape[1] + c.negatives.shape[1] * c.negatives.shape[2]
+    self.score_all_items = None  # None: chosen per split by shapes (_score_batch); tests force a path
     self._executables = {}
     self.compile_seconds = 0.0
 
@@ -130,7 +127,12 @@ class Evaluator:
     b, p = batch['pos'].shape
     r, k = batch['negatives'].shape[1:]
     cands = jnp.concatenate([batch['pos'], batch['negatives'].reshape(b, r * k)], axis=1)
-    if self.score_all_items:
+    score_all = self.score_all_items
+    if score_all is None:
+      # Scoring every item once per user costs fewer pairs than scoring each
+      # repeat's candidates when I <= P + R*K; the scores are the same.
+      score_all = self.data.num_items <= p + r * k
+    if score_all:
       every = jnp.broadcast_to(jnp.arange(self.data.num_items, dtype=cands.dtype), (b, self.data.num_items))
       scores = self.model.apply(variables, batch['users'], every, table, method='score_candidates')
       scores = jnp.take_along_axis(scores, cands, axis=1)

@@ -69,7 +69,7 @@ def _content_cosine(data, item_vectors):
 def evaluate_scores(score, data, split: str, ks=(10, 20), batch_size: int = 256) -> dict:
   """Evaluates score(users [B]) -> [B, I] with the fixed candidates; the
   Evaluator's result layout ({subset: {metric@K: {mean, std}}})."""
-  c = eval_lib.split_candidates(data, {'valid': raw_lib.VALID, 'test': raw_lib.TEST}[split])
+  c = eval_lib.split_candidates(data, eval_lib.SPLITS[split])
   acc = {'recall': [], 'ndcg': [], 'num_pos': []}
   for a in range(0, len(c.users), batch_size):
     sl = slice(a, a + batch_size)
