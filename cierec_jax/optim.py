@@ -1,18 +1,20 @@
-"""Adagrad for the recommender, Adam for the gate policies (optax.partition)."""
+"""Adagrad for the recommender, Adam for the gate policies, nothing for frozen
+subtrees (optax.partition)."""
 
 import flax
 import optax
 
 from cierec_jax.models.recommender import POLICY
 
-RECOMMENDER, POLICIES = 'adagrad', 'adam'
+RECOMMENDER, POLICIES, FROZEN = 'adagrad', 'adam', 'frozen'
 
 
-def labels(params):
-  """Each leaf's optimiser: POLICIES under params['policy'], RECOMMENDER elsewhere."""
+def labels(params, frozen=()):
+  """Each leaf's optimiser: POLICIES under params['policy'], FROZEN under the
+  top-level subtrees named in `frozen`, RECOMMENDER elsewhere."""
   flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict(
-      {k: POLICIES if k[0] == POLICY else RECOMMENDER for k in flat})
+  label = lambda k: POLICIES if k[0] == POLICY else FROZEN if k[0] in frozen else RECOMMENDER
+  return flax.traverse_util.unflatten_dict({k: label(k) for k in flat})
 
 
 def staircase(lr: float, steps_per_epoch: int, decay_epochs: int, decay_rate: float):
@@ -21,8 +23,9 @@ def staircase(lr: float, steps_per_epoch: int, decay_epochs: int, decay_rate: fl
                                  decay_rate=decay_rate, staircase=True)
 
 
-def create(train, steps_per_epoch: int) -> optax.GradientTransformation:
-  """train: config.train (lr, dqn_lr, decay_epochs, decay_rate)."""
+def create(train, steps_per_epoch: int, frozen=()) -> optax.GradientTransformation:
+  """train: config.train (lr, dqn_lr, decay_epochs, decay_rate); frozen: the
+  top-level params subtrees left unchanged (model.spec.frozen)."""
   sched = lambda lr: staircase(lr, steps_per_epoch, int(train.decay_epochs), float(train.decay_rate))
   # Adagrad's accumulator starts at train.adagrad_initial_accumulator (0, as in
   # PyTorch); optax's 0.1 default (from TF) shrinks the first updates of the
@@ -32,5 +35,6 @@ def create(train, steps_per_epoch: int) -> optax.GradientTransformation:
                           eps=1e-10)
   return optax.partition(
       {RECOMMENDER: adagrad,
-       POLICIES: optax.adam(sched(float(train.dqn_lr)))},
-      labels)
+       POLICIES: optax.adam(sched(float(train.dqn_lr))),
+       FROZEN: optax.set_to_zero()},
+      lambda params: labels(params, tuple(frozen)))

@@ -20,8 +20,7 @@ from cierec_jax import train_step as step_lib
 from cierec_jax.data import builder
 from cierec_jax.data import load
 from cierec_jax.data import sampler as sampler_lib
-from cierec_jax.models import recommender
-from cierec_jax.models import spec as spec_lib
+from cierec_jax.models import registry
 
 PARALLEL_MODES = ('jit', 'pmap')
 
@@ -49,11 +48,10 @@ def prefetch(iterator, size: int = 2):
     yield item
 
 
-def build_model(config, data, axis_name=None) -> recommender.Recommender:
-  spec = spec_lib.create(config.model, num_users=data.num_users, num_items=data.num_items,
+def build_model(config, data, axis_name=None):
+  return registry.create(config.model, num_users=data.num_users, num_items=data.num_items,
                          num_elements=data.num_elements, modality=data.modality,
-                         has_annotations=data.has_annotations)
-  return recommender.Recommender(spec, axis_name=axis_name)
+                         has_annotations=data.has_annotations, axis_name=axis_name)
 
 
 def device_info(mode: str) -> dict:
@@ -119,7 +117,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   sampler = sampler_lib.sampler_for(data, int(t.batch_size), int(t.seed), jax.process_index(),
                                     jax.process_count())
   spe, epochs = sampler.steps_per_epoch, int(t.epochs)
-  tx = optim.create(t, spe)
+  tx = optim.create(t, spe, frozen=model.spec.frozen)
   example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
   state = step_lib.create_state(model, tx, example, int(t.seed))
 

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cierec_jax.models.recommender import Recommender
 
 
 @flax.struct.dataclass
@@ -27,8 +26,10 @@ class TrainState:
   prev_action: jnp.ndarray
 
 
-def create_state(model: Recommender, tx: optax.GradientTransformation, example_batch, seed: int) -> TrainState:
-  variables = model.init(jax.random.key(seed), example_batch, None, train=True)
+def create_state(model, tx: optax.GradientTransformation, example_batch, seed: int) -> TrainState:
+  key = jax.random.key(seed)
+  variables = model.init({'params': key, 'dropout': jax.random.fold_in(key, 1)}, example_batch, None,
+                         train=True)
   params = variables['params']
   a = len(model.spec.gr_actions)
   uniform = lambda: jnp.full((2, a), 1.0 / a, jnp.float32)  # distinct buffers: the state is donated
@@ -47,12 +48,14 @@ def _weighted_mean(x, w, count):
   return jnp.sum(w * x) / count
 
 
-def train_step(state: TrainState, batch, rng, *, model: Recommender, tx: optax.GradientTransformation,
+def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransformation,
                l2: float, axis_name: str | None = None):
   """One BPR step with the gradient-regularization gates (DESIGN 4, steps 1-4).
 
   batch: the sampler's arrays (weight [B] marks filler rows with 0). rng: this
-  step's key, the same on every device. Under pmap (`axis_name`), each device
+  step's key, the same on every device; the model's 'dropout' stream comes
+  from it. The model's extra per-example `losses` (registry contract) are
+  averaged like BPR and added to the loss. Under pmap (`axis_name`), each device
   holds a slice; the loss is normalised by the global weight so that pmean of
   the gradients is the gradient of the global mean.
   Returns (new state, metrics of scalars).
@@ -65,6 +68,7 @@ def train_step(state: TrainState, batch, rng, *, model: Recommender, tx: optax.G
   count = jnp.maximum(count, 1e-9)  # an all-filler batch has loss 0
 
   actions = jnp.asarray(spec.gr_actions, jnp.float32)
+  dropout_key = jax.random.fold_in(rng, 1)
   scales = None
   if spec.gr:
     # Step 1: pi_t = pi(s_{t-1}); a_t ~ pi_t; this step's backward uses lambda[a_t].
@@ -78,11 +82,14 @@ def train_step(state: TrainState, batch, rng, *, model: Recommender, tx: optax.G
     if state.batch_stats:
       variables['batch_stats'] = state.batch_stats
       mutable = ['batch_stats']
-    out, new_vars = model.apply(variables, batch, scales, train=True, mutable=mutable)
+    out, new_vars = model.apply(variables, batch, scales, train=True, mutable=mutable,
+                                rngs={'dropout': dropout_key})
     rec = _weighted_mean(bpr(out['pos'] - out['neg']), w, count)
     reg = _weighted_mean(out['reg'], w, count)
-    loss = rec + l2 * reg
-    aux = {'bpr': rec, 'l2': reg}
+    extra = {name: _weighted_mean(v, w, count) for name, v in out.get('losses', {}).items()}
+    loss = rec + l2 * reg + sum(extra.values())
+    aux = {'bpr': rec, 'l2': reg, **extra}
+    aux['loss'] = loss  # before the policy loss, which only trains the policies
     if spec.gr:
       # Step 2: branch losses, rewards only (no gradient).
       p = jax.lax.stop_gradient(out['p'])
@@ -107,7 +114,7 @@ def train_step(state: TrainState, batch, rng, *, model: Recommender, tx: optax.G
     grads, aux = jax.lax.pmean((grads, aux), axis_name)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {'loss': aux['bpr'] + l2 * aux['l2'], **aux, 'grad_norm': optax.tree.norm(grads)}
+  metrics = {**aux, 'grad_norm': optax.tree.norm(grads)}
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             batch_stats=new_vars.get('batch_stats', state.batch_stats))
   if spec.gr:

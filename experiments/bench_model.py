@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cierec_jax import train_step
-from cierec_jax.models import recommender
-from cierec_jax.models import spec as spec_lib
+from cierec_jax.models import registry
 from configs import default
 from experiments import yardstick
 
@@ -26,9 +25,8 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement.')
 def measure(image_size: int, width: int, batch: int, repeats: int) -> dict:
   c = default.get_config()
   c.model.encoder_width = width
-  spec = spec_lib.create(c.model, num_users=800, num_items=1200, num_elements=25,
-                         modality='image', has_annotations=True)
-  model = recommender.Recommender(spec)
+  model = registry.create(c.model, num_users=800, num_items=1200, num_elements=25,
+                          modality='image', has_annotations=True)
   rng = np.random.default_rng(0)
   b = {'user': rng.integers(0, 800, batch), 'pos': rng.integers(0, 1200, batch),
        'neg': rng.integers(0, 1200, batch),

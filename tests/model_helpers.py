@@ -4,8 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cierec_jax.models import recommender
-from cierec_jax.models import spec as spec_lib
+from cierec_jax.models import registry
 from configs import default
 
 U, I, E, L = 7, 11, 6, 4
@@ -20,9 +19,8 @@ def model_config(**overrides):
 
 
 def make(modality='image', has_annotations=True, **overrides):
-  sp = spec_lib.create(model_config(**overrides), num_users=U, num_items=I, num_elements=E,
-                       modality=modality, has_annotations=has_annotations)
-  return recommender.Recommender(sp)
+  return registry.create(model_config(**overrides), num_users=U, num_items=I, num_elements=E,
+                         modality=modality, has_annotations=has_annotations)
 
 
 def batch(b=4, modality='image', seed=0, size=16, features=10):
@@ -43,9 +41,15 @@ def batch(b=4, modality='image', seed=0, size=16, features=10):
 
 def shapes(model, b):
   """The variables' shapes without compiling or running anything."""
-  return jax.eval_shape(lambda k: model.init(k, b, jnp.ones(2), train=True), jax.random.key(0))
+  return jax.eval_shape(lambda r: model.init(r, b, jnp.ones(2), train=True), rngs())
+
+
+def rngs(seed=0):
+  """The rng streams a model may draw from in training: params and dropout."""
+  key = jax.random.key(seed)
+  return {'params': key, 'dropout': jax.random.fold_in(key, 1)}
 
 
 def init(model, b, seed=0):
   # jit: one compilation instead of op-by-op dispatch, much faster for the ResNet on CPU
-  return jax.jit(lambda k, b: model.init(k, b, jnp.ones(2), train=True))(jax.random.key(seed), b)
+  return jax.jit(lambda r, b: model.init(r, b, jnp.ones(2), train=True))(rngs(seed), b)

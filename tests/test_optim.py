@@ -50,3 +50,13 @@ def test_optax_adagrad_accumulator_setting():
   params = {'w': jnp.ones(2)}
   u, _ = tx.update({'w': jnp.full(2, 0.01)}, tx.init(params), params)
   np.testing.assert_allclose(u['w'], -0.1 * 0.01 / np.sqrt(0.1 + 1e-4), rtol=1e-4)
+
+
+def test_frozen_subtrees_do_not_move():
+  params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), mh.shapes(mh.make(), mh.batch())['params'])
+  tx = optim.create(_train(), steps_per_epoch=3, frozen=('encoder', 'item_embed'))
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  for path, u in jax.tree_util.tree_leaves_with_path(updates):
+    moved = bool(np.any(np.asarray(u) != 0))
+    assert moved == (path[0].key not in ('encoder', 'item_embed')), jax.tree_util.keystr(path)

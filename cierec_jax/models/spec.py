@@ -2,7 +2,7 @@
 
 import dataclasses
 
-NAMES = ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec')
+NAMES = ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec')  # built by recommender.Recommender
 BACKBONES = ('mf', 'vbpr')
 ENCODERS = ('auto', 'resnet18', 'features')
 
@@ -26,15 +26,19 @@ class ModelSpec:
   encoder_width: int
   gate_activation: str
   gr_actions: tuple
-  uses_q: bool
-  uses_v: bool
-  uses_s: bool
-  visual_gate: bool
-  inference_gate: bool
-  semantic_from_c: bool
-  vbpr: bool
-  gr: bool
-  pi: bool
+  uses_q: bool = False
+  uses_v: bool = False
+  uses_s: bool = False
+  visual_gate: bool = False
+  inference_gate: bool = False
+  semantic_from_c: bool = False
+  vbpr: bool = False
+  gr: bool = False
+  pi: bool = False
+  # Scoring reads the items' annotation elements (evaluated with and without them).
+  reads_annotations: bool = False
+  # Top-level params subtrees the optimiser leaves unchanged (optim.FROZEN).
+  frozen: tuple = ()
 
   @property
   def ci(self) -> bool:
@@ -45,15 +49,8 @@ class ModelSpec:
     return int(self.uses_q) + int(self.uses_v) + int(self.uses_s)
 
 
-def create(model, *, num_users: int, num_items: int, num_elements: int, modality: str,
-           has_annotations: bool) -> ModelSpec:
-  """Builds the spec from config.model and the dataset; impossible combinations
-  are errors that name the fields."""
-  name, backbone = model.name, model.backbone
-  if name not in NAMES:
-    raise ValueError(f'model.name={name!r}: expected one of {NAMES}')
-  if backbone not in BACKBONES:
-    raise ValueError(f'model.backbone={backbone!r}: expected one of {BACKBONES}')
+def resolve_encoder(model, modality: str) -> str:
+  """The encoder that reads the dataset's items: model.encoder, or by modality for 'auto'."""
   if model.encoder not in ENCODERS:
     raise ValueError(f'model.encoder={model.encoder!r}: expected one of {ENCODERS}')
   want = 'resnet18' if modality == 'image' else 'features'
@@ -61,12 +58,37 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
   if encoder != want:
     raise ValueError(f'model.encoder={model.encoder!r} cannot read the dataset\'s {modality} '
                      f"items; use {want!r} or 'auto'")
+  return encoder
+
+
+def plain(model, *, num_users: int, num_items: int, num_elements: int, modality: str,
+          uses_encoder: bool = True, **flags) -> ModelSpec:
+  """The fields every model shares, from config.model and the dataset; `flags`
+  sets the structural fields (all False by default)."""
   if len(tuple(model.gr_actions)) < 1:
     raise ValueError('model.gr_actions must list at least one lambda')
-  flags = dict(uses_q=True, uses_v=False, uses_s=False, visual_gate=False, inference_gate=False,
-               semantic_from_c=False, vbpr=False, gr=False, pi=False)
+  encoder = resolve_encoder(model, modality) if uses_encoder else None
+  return ModelSpec(
+      name=model.name, num_users=num_users, num_items=num_items, num_elements=num_elements,
+      embed_dim=int(model.embed_dim), feature_dim=int(model.feature_dim), encoder=encoder,
+      encoder_width=int(model.encoder_width), gate_activation=model.gate_activation,
+      gr_actions=tuple(float(a) for a in model.gr_actions), **flags)
+
+
+def create(model, *, num_users: int, num_items: int, num_elements: int, modality: str,
+           has_annotations: bool) -> ModelSpec:
+  """Builds the spec of a Recommender model (NAMES) from config.model and the
+  dataset; impossible combinations are errors that name the fields."""
+  name, backbone = model.name, model.backbone
+  if name not in NAMES:
+    raise ValueError(f'model.name={name!r}: expected one of {NAMES}')
+  if backbone not in BACKBONES:
+    raise ValueError(f'model.backbone={backbone!r}: expected one of {BACKBONES}')
+  resolve_encoder(model, modality)
+  uses_encoder = True
+  flags = dict(uses_q=True)
   if name == 'mf':
-    encoder = None
+    uses_encoder = False
   elif name == 'vbpr':
     flags.update(vbpr=True)
   elif name == 'mf_image':
@@ -74,7 +96,7 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
   elif name == 'mf_semantics':
     if not has_annotations:
       raise ValueError('model.name=mf_semantics needs annotations, and this dataset has none')
-    encoder = None
+    uses_encoder = False
     flags.update(uses_q=False, uses_s=True, pi=True)
   else:  # cierec
     if model.pi and not model.ci:
@@ -89,8 +111,6 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
     flags.update(uses_v=True, uses_s=bool(model.ci), visual_gate=bool(model.ta),
                  inference_gate=bool(model.ta and model.ci), semantic_from_c=bool(model.ci),
                  vbpr=backbone == 'vbpr', gr=bool(model.gr), pi=bool(model.pi))
-  return ModelSpec(
-      name=name, num_users=num_users, num_items=num_items, num_elements=num_elements,
-      embed_dim=int(model.embed_dim), feature_dim=int(model.feature_dim), encoder=encoder,
-      encoder_width=int(model.encoder_width), gate_activation=model.gate_activation,
-      gr_actions=tuple(float(a) for a in model.gr_actions), **flags)
+  flags['reads_annotations'] = flags.get('pi', False)
+  return plain(model, num_users=num_users, num_items=num_items, num_elements=num_elements,
+               modality=modality, uses_encoder=uses_encoder, **flags)
