@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cierec_jax import metrics as metrics_lib
+from cierec_jax import parallel
 from cierec_jax.data import raw as raw_lib
 
 SUBSETS = ('all', 'cold', 'warm')
@@ -144,29 +145,38 @@ class Evaluator:
 
   def __call__(self, variables, split: str, dump_dir: str | None = None) -> dict:
     """Returns {subset: {'recall@K': {'mean', 'std'}, 'ndcg@K': ...}, 'users': n} and
-    throughput; writes per-(subset, repeat) npz files under dump_dir when given."""
+    throughput; writes per-(subset, repeat) npz files under dump_dir when given.
+
+    In a multi-process run each process scores its share of the users on its
+    own devices (`parallel.process_rows`) and every process gets all users'
+    metrics; process 0 writes the dump."""
     start, compile_before = time.perf_counter(), self.compile_seconds
+    variables = parallel.local_replica(variables)
     table = self.item_table(variables)
     c = self.splits[split]
     n, bs = len(c.users), self.batch_size
+    rows = parallel.process_rows(n)  # this process's users
     fields = {'users': c.users, 'pos': c.pos, 'pos_mask': c.pos_mask, 'pos_cold': c.pos_cold,
               'negatives': c.negatives}
     acc = {'recall': [], 'ndcg': [], 'num_pos': [], 'scores': []}
-    for a in range(0, n, bs):
-      idx = np.arange(a, a + bs) % n  # the last batch wraps around; extra rows are cut below
+    for a in range(0, len(rows), bs):
+      idx = rows[np.arange(a, a + bs) % len(rows)]  # the last batch wraps; extra rows are cut
       out = self._run(self._score, variables, table, self.place({k: v[idx] for k, v in fields.items()}))
-      m = min(bs, n - a)
+      m = min(bs, len(rows) - a)
       for key in acc:
         if key != 'scores' or dump_dir:
           acc[key].append(np.asarray(out[key])[:m])
-    recall, ndcg, num = (np.concatenate(acc[k]) for k in ('recall', 'ndcg', 'num_pos'))
+    recall, ndcg, num = (parallel.gather_rows(np.concatenate(acc[k]), n)
+                         for k in ('recall', 'ndcg', 'num_pos'))
     results = aggregate(recall, ndcg, num, self.ks)
     results['users'] = int(n)
     results['compile_seconds'] = self.compile_seconds - compile_before
     results['seconds'] = time.perf_counter() - start - results['compile_seconds']
     results['users_per_second'] = n / max(results['seconds'], 1e-9)
     if dump_dir:
-      dump(os.path.join(dump_dir, split), c, np.concatenate(acc['scores']))
+      scores = parallel.gather_rows(np.concatenate(acc['scores']), n)
+      if parallel.is_writer():
+        dump(os.path.join(dump_dir, split), c, scores)
     return results
 
 

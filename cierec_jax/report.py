@@ -62,6 +62,40 @@ class MetricsLog:
       return [json.loads(line) for line in f if line.strip()]
 
 
+class RunOutputs:
+  """A run's files and printed lines, written by one process only.
+
+  Every process of a multi-process run computes the same metrics; only the
+  writer (process 0) touches the workdir's config.json, metrics.jsonl,
+  results.json and curves.png, or prints, so each exists once.
+  """
+
+  def __init__(self, workdir: str, writer: bool = True):
+    self.workdir = workdir
+    self.writer = writer
+    self.metrics = MetricsLog(workdir)
+
+  def log(self, record: dict):
+    if self.writer:
+      self.metrics.write(record)
+
+  def truncate_after(self, step: int):
+    if self.writer:
+      self.metrics.truncate_after(step)
+
+  def json(self, name: str, obj):
+    if self.writer:
+      write_json(os.path.join(self.workdir, name), obj)
+
+  def curves(self):
+    if self.writer:
+      plot_curves(self.metrics.read(), os.path.join(self.workdir, 'curves.png'))
+
+  def say(self, line: str):
+    if self.writer:
+      print(line, flush=True)
+
+
 def write_json(path: str, obj):
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:

@@ -54,10 +54,9 @@ def build_model(config, data, axis_name=None):
                          has_annotations=data.has_annotations, axis_name=axis_name)
 
 
-def device_info(mode: str) -> dict:
+def device_info(mode: str, count: int) -> dict:
   return {'kind': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform,
-          'count': jax.device_count() if mode == 'jit' else jax.local_device_count(),
-          'process_count': jax.process_count(), 'parallel': mode}
+          'count': count, 'process_count': jax.process_count(), 'parallel': mode}
 
 
 class _Interval:
@@ -93,26 +92,35 @@ class _Interval:
     return record
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains, evaluates valid each `eval.every_epochs`, then test once with the best-valid state.
 
   Resumes from the latest checkpoint in workdir. Returns the results dict that
   is also written to workdir/results.json (or {'halted_at_step': n} when
-  train.halt_after_steps stops the run early).
+  train.halt_after_steps stops the run early). Every process of a
+  multi-process run returns it; only process 0 writes files and prints.
+  devices: the devices to train on (default: all; tests pick 1, 2 or 4).
   """
   wall_start = time.time()
   t = config.train
   if t.parallel not in PARALLEL_MODES:
     raise ValueError(f'train.parallel={t.parallel!r}: expected one of {PARALLEL_MODES}')
-  if t.distributed:
-    jax.distributed.initialize()
+  parallel.initialize(t)  # before anything touches a device
   os.makedirs(workdir, exist_ok=True)
+  out = report.RunOutputs(workdir, parallel.is_writer())
 
+  if parallel.is_writer():
+    load.prepare(config)  # once, in case the processes share dataset.data_dir
+  parallel.barrier('dataset prepared')
   data = load.load(config)
   model = build_model(config, data)
   pmap = t.parallel == 'pmap'
   step_model = build_model(config, data, parallel.AXIS) if pmap else model
-  num_devices = jax.local_device_count() * jax.process_count() if pmap else jax.device_count()
+  mesh = parallel.make_mesh(devices)
+  if pmap:
+    num_devices = len(devices) if devices is not None else jax.local_device_count() * jax.process_count()
+  else:
+    num_devices = mesh.devices.size
   parallel.check_batch(int(t.batch_size), num_devices)
   sampler = sampler_lib.sampler_for(data, int(t.batch_size), int(t.seed), jax.process_index(),
                                     jax.process_count())
@@ -125,20 +133,25 @@ def train_and_evaluate(config, workdir: str) -> dict:
   best_checkpoint = ckpt_lib.Checkpointer(workdir, 1, 'best')  # the best-valid state
   fingerprint = builder.fingerprint(load.content_settings(config))
   signature = ckpt_lib.shape_signature(config, fingerprint)
-  log = report.MetricsLog(workdir)
   meta = {'epoch': 0, 'step_in_epoch': 0, 'best': None, 'elapsed': 0.0, 'signature': signature}
   latest = checkpoints.latest_step()
   if latest is not None:
     ckpt_lib.check_compatible(checkpoints.restore_meta(latest)['signature'], signature,
                               checkpoints.directory)
     state, meta = checkpoints.restore(latest, state)
-    log.truncate_after(latest)  # and the final test line, which is recomputed
+    out.truncate_after(latest)  # and the final test line, which is recomputed
     logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
-    print(f'resumed from checkpoint step {latest}', flush=True)
-  report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+    out.say(f'resumed from checkpoint step {latest}')
+  out.json('config.json', config.to_dict())
 
-  step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None)
-  runner = parallel.PmapRunner(step_fn) if pmap else parallel.JitRunner(step_fn, parallel.make_mesh())
+  shard_sum = None
+  if int(t.batch_shards):
+    if pmap:
+      raise ValueError("train.batch_shards needs train.parallel='jit'")
+    shard_sum = parallel.ShardedSum(mesh, int(t.batch_shards), int(t.batch_size))
+  step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None,
+                                     shard_sum)
+  runner = parallel.PmapRunner(step_fn, devices) if pmap else parallel.JitRunner(step_fn, mesh)
   evaluator = eval_lib.Evaluator(model, data, config.eval, parallel.eval_placement(int(config.eval.batch_size)))
   dstate = runner.put_state(state)
   key = jax.random.key(int(t.seed))
@@ -167,7 +180,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     record = interval.flush(spe)
     if record is None:
       return
-    log.write(record)
+    out.log(record)
     now = time.time()
     if clock is not None:
       train_time += now - clock
@@ -175,8 +188,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     clock = now
     rate = train_examples / train_time if train_time > 0 else float('nan')
     remaining = (total_steps - record['step']) * (t.batch_size / rate if rate == rate and rate else 0)
-    print(report.progress_line(record['epoch'] - 1, epochs, record['step'] - (record['epoch'] - 1) * spe,
-                               spe, record['loss'], rate, remaining), flush=True)
+    out.say(report.progress_line(record['epoch'] - 1, epochs, record['step'] - (record['epoch'] - 1) * spe,
+                                 spe, record['loss'], rate, remaining))
 
   for epoch in range(meta['epoch'], epochs):
     start = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
@@ -184,7 +197,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     for i, host_batch in enumerate(batches, start=start):
       global_step = epoch * spe + i
       dstate, m = runner.step(dstate, runner.put_batch(host_batch), jax.random.fold_in(key, global_step))
-      interval.add(global_step + 1, epoch, m, int(host_batch['weight'].sum()))
+      interval.add(global_step + 1, epoch, m, sampler.examples(i))  # all processes' rows
       if clock is None:
         jax.block_until_ready(m)
         interval.flush(spe)  # the compiling step: checked, not timed
@@ -203,7 +216,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     done = epoch + 1
     if done % max(1, int(config.eval.every_epochs)) == 0 or done == epochs:
       valid = evaluator(variables(), 'valid')
-      log.write({'kind': 'valid', 'step': done * spe, 'epoch': done, **valid})
+      out.log({'kind': 'valid', 'step': done * spe, 'epoch': done, **valid})
       # Model selection: valid Recall@10 (all), or the first K when 10 is not in eval.ks.
       k = 10 if 10 in evaluator.ks else evaluator.ks[0]
       score = valid['all'][f'recall@{k}']['mean']
@@ -213,8 +226,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       eval_users += valid['users']
       eval_time += valid['seconds']  # compilation excluded
       best = meta['best']
-      print(f"epoch {done}: valid R@10 {score:.4f} (best {best['score']:.4f} at epoch {best['epoch']})",
-            flush=True)
+      out.say(f"epoch {done}: valid R@10 {score:.4f} (best {best['score']:.4f} at epoch {best['epoch']})")
       if clock is not None:
         clock = time.time()  # evaluation is not training time
     save(done, 0, done * spe)
@@ -225,7 +237,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   best_checkpoint.close()
   dump = os.path.join(workdir, 'dump') if config.eval.dump else None
   test = evaluator(variables(best_state), 'test', dump)
-  log.write({'kind': 'test', 'step': meta['best']['epoch'] * spe, 'epoch': meta['best']['epoch'], **test})
+  out.log({'kind': 'test', 'step': meta['best']['epoch'] * spe, 'epoch': meta['best']['epoch'], **test})
   eval_users += test['users']
   eval_time += test['seconds']
   best = dict(meta['best'], test=test)
@@ -236,10 +248,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
       'train_examples_per_second': train_examples / train_time if train_time else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,
-      'devices': device_info(t.parallel), 'steps': total_steps,
+      'devices': device_info(t.parallel, num_devices), 'steps': total_steps,
       'session_wall_seconds': time.time() - wall_start,
   }
-  report.write_json(os.path.join(workdir, 'results.json'), results)
-  report.plot_curves(log.read(), os.path.join(workdir, 'curves.png'))
-  print(report.table(results['model'], results['test']), flush=True)
+  out.json('results.json', results)
+  out.curves()
+  out.say(report.table(results['model'], results['test']))
   return results

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cierec_jax.models.recommender import POLICY
 
 
 @flax.struct.dataclass
@@ -49,22 +50,23 @@ def _weighted_mean(x, w, count):
 
 
 def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransformation,
-               l2: float, axis_name: str | None = None):
+               l2: float, axis_name: str | None = None, shard_sum=None):
   """One BPR step with the gradient-regularization gates (DESIGN 4, steps 1-4).
 
   batch: the sampler's arrays (weight [B] marks filler rows with 0). rng: this
   step's key, the same on every device; the model's 'dropout' stream comes
   from it. The model's extra per-example `losses` (registry contract) are
-  averaged like BPR and added to the loss. Under pmap (`axis_name`), each device
-  holds a slice; the loss is normalised by the global weight so that pmean of
-  the gradients is the gradient of the global mean.
+  averaged like BPR and added to the loss. Every term is a sum over rows
+  divided by the batch's total weight, so the terms of a partition of the
+  batch add up to the batch's: under pmap (`axis_name`) psum adds the
+  devices' parts; `shard_sum` (a `parallel.ShardedSum`) adds fixed shards'
+  parts in a fixed order, each shard with its own BatchNorm statistics.
   Returns (new state, metrics of scalars).
   """
   spec = model.spec
-  w = batch['weight']
-  count = jnp.sum(w)
+  count = jnp.sum(batch['weight'])
   if axis_name is not None:
-    count = jax.lax.psum(count, axis_name) / jax.lax.psum(1, axis_name)
+    count = jax.lax.psum(count, axis_name)
   count = jnp.maximum(count, 1e-9)  # an all-filler batch has loss 0
 
   actions = jnp.asarray(spec.gr_actions, jnp.float32)
@@ -76,47 +78,63 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
     action = jax.random.categorical(rng, jnp.log(probs), axis=-1).astype(jnp.int32)
     scales = actions[action]
 
-  def loss_fn(params):
+  def loss_fn(params, batch_stats, part, key, count, scales):
+    """This part of the batch's share of the loss and of each logged term."""
+    w = part['weight']
     variables = {'params': params}
     mutable = []
-    if state.batch_stats:
-      variables['batch_stats'] = state.batch_stats
+    if batch_stats:
+      variables['batch_stats'] = batch_stats
       mutable = ['batch_stats']
-    out, new_vars = model.apply(variables, batch, scales, train=True, mutable=mutable,
-                                rngs={'dropout': dropout_key})
-    rec = _weighted_mean(bpr(out['pos'] - out['neg']), w, count)
-    reg = _weighted_mean(out['reg'], w, count)
-    extra = {name: _weighted_mean(v, w, count) for name, v in out.get('losses', {}).items()}
-    loss = rec + l2 * reg + sum(extra.values())
-    aux = {'bpr': rec, 'l2': reg, **extra}
-    aux['loss'] = loss  # before the policy loss, which only trains the policies
+    out, new_vars = model.apply(variables, part, scales, train=True, mutable=mutable,
+                                rngs={'dropout': key})
+    terms = {'bpr': _weighted_mean(bpr(out['pos'] - out['neg']), w, count),
+             'l2': _weighted_mean(out['reg'], w, count),
+             **{name: _weighted_mean(v, w, count) for name, v in out.get('losses', {}).items()}}
     if spec.gr:
       # Step 2: branch losses, rewards only (no gradient).
       p = jax.lax.stop_gradient(out['p'])
-      branch = jnp.stack([
-          _weighted_mean(bpr(jnp.sum(p * (out[f'{k}_pos'] - out[f'{k}_neg']), -1)), w, count)
-          for k in ('v', 's')])
-      branch = jax.lax.stop_gradient(branch)
-      if axis_name is not None:
-        branch = jax.lax.pmean(branch, axis_name)
-      # Step 3 (eq. 6): the previous action's loss, gradient into the policy only.
-      prev = model.apply({'params': params}, state.prev_policy_state, method='policy_probs')
-      chosen = jnp.take_along_axis(prev, state.prev_action[:, None], axis=1)[:, 0]
-      dqn = jnp.sum(bpr(chosen * jnp.exp(-branch))) * (state.step > 0)
-      loss = loss + dqn
-      aux.update(loss_v=branch[0], loss_s=branch[1], dqn=dqn)
-    return loss, (aux, new_vars)
+      for k in ('v', 's'):
+        branch = _weighted_mean(bpr(jnp.sum(p * (out[f'{k}_pos'] - out[f'{k}_neg']), -1)), w, count)
+        terms[f'loss_{k}'] = jax.lax.stop_gradient(branch)
+    extra = [terms[name] for name in out.get('losses', {})]
+    loss = terms['bpr'] + l2 * terms['l2'] + sum(extra)
+    # Running BatchNorm statistics: this part's update, weighted by its share of the rows.
+    stats = jax.tree.map(lambda x: x * (w.shape[0] / batch['weight'].shape[0]),
+                         new_vars.get('batch_stats', {}))
+    return loss, (terms, stats)
 
-  grads, (aux, new_vars) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if shard_sum is None:
+    grads, (terms, batch_stats) = grad_fn(state.params, state.batch_stats, batch, dropout_key,
+                                          count, scales)
+  else:
+    grads, (terms, batch_stats) = shard_sum(
+        lambda part, key, *operands: grad_fn(operands[0], operands[1], part, key, *operands[2:]),
+        batch, dropout_key, state.params, state.batch_stats, count, scales)
   if axis_name is not None:
-    # The rec. loss is already normalised globally and the policy loss is the
-    # same on every device, so pmean gives the gradient of the global loss.
-    grads, aux = jax.lax.pmean((grads, aux), axis_name)
+    # BatchNorm's statistics already span the devices (its axis_name).
+    grads, terms = jax.lax.psum((grads, terms), axis_name)
+  metrics = dict(terms)
+  metrics['loss'] = terms['bpr'] + l2 * terms['l2'] + sum(
+      v for k, v in terms.items() if k not in ('bpr', 'l2', 'loss_v', 'loss_s'))
+  if spec.gr:
+    # Step 3 (eq. 6): the previous action's loss given this step's branch
+    # losses; its gradient reaches the policies only.
+    branch = jnp.stack([terms['loss_v'], terms['loss_s']])
+
+    def policy_loss(policy_params):
+      prev = model.apply({'params': {**state.params, POLICY: policy_params}},
+                         state.prev_policy_state, method='policy_probs')
+      chosen = jnp.take_along_axis(prev, state.prev_action[:, None], axis=1)[:, 0]
+      return jnp.sum(bpr(chosen * jnp.exp(-branch))) * (state.step > 0)
+
+    metrics['dqn'], policy_grads = jax.value_and_grad(policy_loss)(state.params[POLICY])
+    grads = {**grads, POLICY: jax.tree.map(jnp.add, grads[POLICY], policy_grads)}
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  metrics = {**aux, 'grad_norm': optax.tree.norm(grads)}
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            batch_stats=new_vars.get('batch_stats', state.batch_stats))
+  metrics['grad_norm'] = optax.tree.norm(grads)
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state, batch_stats=batch_stats)
   if spec.gr:
     # Step 4: carry (s_{t-1}, a_t) and s_t = pi_t.
     metrics.update(action_v=action[0], action_s=action[1], lambda_v=scales[0], lambda_s=scales[1])
@@ -125,5 +143,6 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
   return new_state, metrics
 
 
-def make_train_step(model, tx, l2, axis_name=None):
-  return functools.partial(train_step, model=model, tx=tx, l2=l2, axis_name=axis_name)
+def make_train_step(model, tx, l2, axis_name=None, shard_sum=None):
+  return functools.partial(train_step, model=model, tx=tx, l2=l2, axis_name=axis_name,
+                           shard_sum=shard_sum)

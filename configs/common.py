@@ -45,7 +45,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.decay_rate = 0.5
   c.train.l2 = 1e-4
   c.train.parallel = 'jit'  # jit | pmap
-  c.train.distributed = False
+  c.train.distributed = False  # join a multi-process run (jax.distributed.initialize)
+  # Process settings for distributed runs; unset ones fall back to
+  # $JAX_COORDINATOR_ADDRESS / $JAX_NUM_PROCESSES / $JAX_PROCESS_ID, then to
+  # JAX's detection on TPU pods, Slurm, Open MPI and Kubernetes.
+  c.train.coordinator_address = ''  # host:port of process 0
+  c.train.num_processes = 0  # 0: unset
+  c.train.process_id = -1  # -1: unset
+  # >0: cut each batch into this many fixed shards (a power of two, a multiple
+  # of the device count), BatchNorm statistics per shard, gradients added in a
+  # fixed order: bit-identical results on any power-of-two device count that
+  # divides it. 0: one program over the whole batch (global BatchNorm
+  # statistics); results then depend on the device count for image models.
+  c.train.batch_shards = 0
   c.train.log_every_steps = 20
   c.train.checkpoint_every_steps = 0  # 0: at each epoch end only
   c.train.max_checkpoints = 2

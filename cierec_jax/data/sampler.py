@@ -38,6 +38,10 @@ class BPRSampler:
     self.process_index = process_index
     self.steps_per_epoch = math.ceil(len(self.users) / global_batch_size)
 
+  def examples(self, step: int) -> int:
+    """Real (weight-1) rows in global batch `step` of an epoch, over all processes."""
+    return min(self.global_batch_size, len(self.users) - step * self.global_batch_size)
+
   def epoch_triples(self, epoch: int) -> dict[str, np.ndarray]:
     """The whole epoch for all processes: user/pos/neg [S * B] int32, weight [S * B] float32."""
     rng = np.random.default_rng([self.seed, epoch])

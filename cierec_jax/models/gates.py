@@ -1,6 +1,7 @@
 """The visual-aware gate (eq. 3), the inference gate (eq. 4) and their plain forms."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 EPS = 1e-12
@@ -13,7 +14,7 @@ def safe_normalize(x, eps: float = EPS):
   is finite (the gradient of ||x|| itself is 0/0 there).
   """
   sq = jnp.sum(x * x, axis=-1, keepdims=True)
-  return x / jnp.sqrt(jnp.maximum(sq, eps * eps))
+  return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
 def activation(name: str):

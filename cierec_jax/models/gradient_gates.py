@@ -31,7 +31,8 @@ class GatePolicy(nn.Module):
   @nn.compact
   def __call__(self, state):
     """state: [A] float32 (the previous softmax output) -> [A] probabilities."""
-    return nn.softmax(nn.Dense(self.num_actions, name='mlp_dqn')(state))
+    # exp(log_softmax): no division, which XLA may compile differently per device count.
+    return jnp.exp(nn.log_softmax(nn.Dense(self.num_actions, name='mlp_dqn')(state)))
 
 
 class GatePolicies(nn.Module):
