@@ -215,7 +215,9 @@ class JitRunner:
                          out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
 
   def put_state(self, state):
-    return jax.device_put(state, self.replicated)
+    """Replicates a host or single-device state (the same on every process) over the mesh."""
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)), state)
 
   def get_state(self, state):
     """The state as single-copy arrays (for checkpoints and evaluation)."""

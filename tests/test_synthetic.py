@@ -118,3 +118,25 @@ def test_table_dir_layout(tiny_config):
   paths = load.prepare(tiny_config)
   assert paths[builder.ITEMS].endswith('/1.0.0')
   assert os.path.exists(os.path.join(paths[builder.ITEMS], 'dropped_items.tsv'))
+
+
+def test_blocks_of_users_draw_the_same_interactions(monkeypatch):
+  settings = {**tiny.config('unused').dataset.to_dict()}
+  whole = synthetic.generate(settings)
+  monkeypatch.setattr(synthetic, 'USER_BLOCK', 7)
+  blocks = synthetic.generate(settings)
+  for field in ('inter_user', 'inter_item', 'inter_time'):
+    np.testing.assert_array_equal(getattr(blocks, field), getattr(whole, field), err_msg=field)
+
+
+def test_vocabulary_beyond_shape_and_colour():
+  # The default's 24 elements keep their names (and hence the default dataset).
+  assert synthetic.element_names(4, 6)[:3] == ['red_circle', 'green_circle', 'blue_circle']
+  names = synthetic.element_names(8, 57, 6)  # configs/synthetic_large.py: Table I's 2,736
+  assert len(names) == len(set(names)) == 2736
+  glyphs = synthetic.glyphs(1, 1, 3)
+  images = [synthetic.render([g[1:]], 32, np.random.default_rng(0), 0.0) for g in glyphs]
+  ink = [int((img.max(-1) > 100).sum()) for img in images]
+  assert ink[0] < ink[1] < ink[2], ink  # larger glyph sizes cover more pixels
+  with pytest.raises(ValueError, match='dataset.num_colours'):
+    synthetic.element_names(4, 1000)

@@ -56,6 +56,11 @@ def _complete(path: str) -> bool:
   return os.path.exists(os.path.join(path, 'dataset_info.json'))
 
 
+def is_prepared(config) -> bool:
+  """Whether both tables of the config's dataset are complete in dataset.data_dir."""
+  return all(_complete(p) for p in _paths(config)[3].values())
+
+
 def prepare(config) -> dict:
   """Builds the dataset's tables unless already complete. Returns their paths."""
   cls, fp, data_dir, paths = _paths(config)

@@ -1,0 +1,59 @@
+"""Same config and seed, same results on 1, 2 and 4 devices (train.batch_shards)."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from cierec_jax import evaluate as eval_lib
+from cierec_jax import optim
+from cierec_jax import parallel
+from cierec_jax import train
+from cierec_jax import train_step
+from cierec_jax.data import sampler as sampler_lib
+from tests import tiny
+
+pytestmark = pytest.mark.slow
+
+
+def _one_epoch(c, data, devices):
+  """One epoch of the jitted step on a mesh of `devices`; returns the final state."""
+  model = train.build_model(c, data)
+  sampler = sampler_lib.sampler_for(data, c.train.batch_size, c.train.seed)
+  tx = optim.create(c.train, sampler.steps_per_epoch)
+  batches = [sampler_lib.with_item_inputs(b, data) for b in sampler.batches(0)]
+  state = train_step.create_state(model, tx, batches[0], c.train.seed)
+  mesh = parallel.make_mesh(devices)
+  shard_sum = parallel.ShardedSum(mesh, c.train.batch_shards, c.train.batch_size)
+  runner = parallel.JitRunner(train_step.make_train_step(model, tx, c.train.l2, None, shard_sum), mesh)
+  dstate = runner.put_state(jax.tree.map(np.array, state))  # a copy: the state is donated
+  key = jax.random.key(c.train.seed)
+  for i, b in enumerate(batches):
+    dstate, _ = runner.step(dstate, runner.put_batch(b), jax.random.fold_in(key, i))
+  return model, jax.device_get(dstate)
+
+
+@pytest.mark.parametrize('name', ['mf', 'mf_image', 'cierec'])
+def test_same_test_metrics_on_1_2_and_4_devices(tiny_data, name):
+  """Fixed shards make the step's arithmetic independent of the device count:
+  the states after one epoch are bit-identical, hence so are the test metrics
+  (which would differ by ~0.01 without train.batch_shards for the image models)."""
+  c = tiny.config(os.path.dirname(tiny_data.path))
+  c.model.name = name
+  c.train.batch_shards = 4
+  states, metrics = {}, {}
+  evaluator = None
+  for n in (1, 2, 4):
+    model, states[n] = _one_epoch(c, tiny_data, jax.devices()[:n])
+    evaluator = evaluator or eval_lib.Evaluator(model, tiny_data, c.eval)
+    s = states[n]
+    variables = {'params': s.params, **({'batch_stats': s.batch_stats} if s.batch_stats else {})}
+    metrics[n] = evaluator(variables, 'test')
+  for n in (2, 4):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(states[1]), jax.tree.leaves(states[n])):
+      np.testing.assert_array_equal(a, b, err_msg=f'{n} devices: {jax.tree_util.keystr(path)}')
+    for subset in eval_lib.SUBSETS:
+      for k, v in metrics[1][subset].items():
+        if k != 'users':
+          assert abs(metrics[n][subset][k]['mean'] - v['mean']) <= 1e-3, (n, subset, k)
