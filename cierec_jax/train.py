@@ -93,8 +93,22 @@ class _Interval:
     return record
 
 
+def final_evaluations(evaluator, variables, reads_annotations: bool, dump_dir=None) -> dict:
+  """The best-valid state on test, looked at once; for a model whose scores
+  read annotations, test and valid again with them withheld (the paper's
+  privileged-information setting: annotations in training only)."""
+  out = {'test': evaluator(variables, 'test', dump_dir)}
+  if reads_annotations and evaluator.annotations:
+    out['test_withheld'] = evaluator(variables, 'test', annotations=False)
+    out['valid_withheld'] = evaluator(variables, 'valid', annotations=False)
+  return out
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains, evaluates valid each `eval.every_epochs`, then test once with the best-valid state.
+
+  Stops after `train.patience` epochs without a better valid Recall@10, or at
+  `train.epochs` (a cap).
 
   Resumes from the latest checkpoint in workdir. Returns the results dict that
   is also written to workdir/results.json (or {'halted_at_step': n} when
@@ -126,7 +140,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   fingerprint = builder.fingerprint(load.content_settings(config))
   signature = ckpt_lib.shape_signature(config, fingerprint)
   log = report.MetricsLog(workdir)
-  meta = {'epoch': 0, 'step_in_epoch': 0, 'best': None, 'elapsed': 0.0, 'signature': signature}
+  meta = {'epoch': 0, 'step_in_epoch': 0, 'best': None, 'elapsed': 0.0, 'signature': signature,
+          'stopped_by': None}
   latest = checkpoints.latest_step()
   if latest is not None:
     ckpt_lib.check_compatible(checkpoints.restore_meta(latest)['signature'], signature,
@@ -160,6 +175,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   log_every = max(1, int(t.log_every_steps))
   ckpt_every = int(t.checkpoint_every_steps)
   halt = int(t.get('halt_after_steps', 0))
+  patience = int(t.patience)
   total_steps = epochs * spe
 
   def flush():
@@ -178,7 +194,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     print(report.progress_line(record['epoch'] - 1, epochs, record['step'] - (record['epoch'] - 1) * spe,
                                spe, record['loss'], rate, remaining), flush=True)
 
-  for epoch in range(meta['epoch'], epochs):
+  for epoch in range(meta['epoch'], epochs if meta.get('stopped_by') is None else 0):
     start = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
     batches = prefetch(sampler_lib.with_item_inputs(b, data) for b in sampler.batches(epoch, start))
     for i, host_batch in enumerate(batches, start=start):
@@ -217,29 +233,40 @@ def train_and_evaluate(config, workdir: str) -> dict:
             flush=True)
       if clock is not None:
         clock = time.time()  # evaluation is not training time
+      if patience and done - best['epoch'] >= patience:
+        meta['stopped_by'] = 'patience'
+        print(f'early stop: no valid improvement for {patience} epochs', flush=True)
+    if done == epochs:
+      meta['stopped_by'] = 'epochs'
     save(done, 0, done * spe)
+    if meta['stopped_by']:
+      break
 
   checkpoints.close()
   # The test split is looked at once, with the best-valid state.
   best_state, _ = best_checkpoint.restore(best_checkpoint.latest_step(), runner.get_state(dstate))
   best_checkpoint.close()
   dump = os.path.join(workdir, 'dump') if config.eval.dump else None
-  test = evaluator(variables(best_state), 'test', dump)
-  log.write({'kind': 'test', 'step': meta['best']['epoch'] * spe, 'epoch': meta['best']['epoch'], **test})
-  eval_users += test['users']
-  eval_time += test['seconds']
-  best = dict(meta['best'], test=test)
+  final = final_evaluations(evaluator, variables(best_state), model.spec.reads_annotations, dump)
+  for kind, metrics in final.items():
+    log.write({'kind': kind, 'step': meta['best']['epoch'] * spe, 'epoch': meta['best']['epoch'], **metrics})
+    eval_users += metrics['users']
+    eval_time += metrics['seconds']
   results = {
       'model': config.model.name if config.model.name != 'cierec' else f'cierec({config.model.backbone})',
-      'best_epoch': best['epoch'], 'valid': best['valid'], 'test': best['test'],
+      'best_epoch': meta['best']['epoch'], 'valid': meta['best']['valid'], **final,
+      'epochs_trained': meta['epoch'], 'stopped_by': meta['stopped_by'],
       'dataset': data.stats, 'config': config.to_dict(),
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
       'train_examples_per_second': train_examples / train_time if train_time else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,
-      'devices': device_info(t.parallel), 'steps': total_steps,
+      'devices': device_info(t.parallel), 'steps': meta['epoch'] * spe,
       'session_wall_seconds': time.time() - wall_start,
   }
   report.write_json(os.path.join(workdir, 'results.json'), results)
   report.plot_curves(log.read(), os.path.join(workdir, 'curves.png'))
-  print(report.table(results['model'], results['test']), flush=True)
+  rows = [(results['model'], results['test'])]
+  if 'test_withheld' in results:
+    rows.append((f"{results['model']}, annotations withheld", results['test_withheld']))
+  print(report.table(rows), flush=True)
   return results

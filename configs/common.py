@@ -15,7 +15,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.seed = 0
   c.dataset.train_fraction = 0.6
   c.dataset.valid_fraction = 0.1
+  # Cold users have at most this many training interactions: the paper's
+  # cold/warm partition (of users; DESIGN 3.3).
   c.dataset.cold_max_train_interactions = 3
+  # Cold items likewise: the item cold-start task, reported as an extra.
+  c.dataset.cold_item_max_train_interactions = 3
   c.dataset.min_element_count = 1
   c.dataset.max_elements = 20
   c.dataset.preload = True  # hold every item's image/feature in host memory
@@ -33,10 +37,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.encoder_width = 64
   c.model.gate_activation = 'sigmoid'  # sigmoid | identity
   c.model.gr_actions = (0.2, 0.4, 0.6, 0.8, 1.0)
+  # Training drops each item's annotation with this probability (models that
+  # read annotations), so withheld annotations at test are not unseen input.
+  c.model.annotation_dropout = 0.0
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
-  c.train.epochs = 10
+  c.train.epochs = 50  # a cap: runs stop by patience (results.json: stopped_by)
+  c.train.patience = 5  # stop after this many epochs without a better valid R@10; 0: never
   c.train.batch_size = 256
   c.train.lr = 0.05  # Adagrad, recommender
   c.train.adagrad_initial_accumulator = 0.0  # PyTorch's default; optax/TF use 0.1

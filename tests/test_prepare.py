@@ -38,12 +38,30 @@ def test_split_proportions_and_chronology_per_user(tiny_data):
 
 def test_cold_warm_matches_definition(tiny_data):
   d = tiny_data
-  _, items = d.split(raw_lib.TRAIN)
+  users, items = d.split(raw_lib.TRAIN)
   counts = np.bincount(items, minlength=d.num_items)
   np.testing.assert_array_equal(d.train_counts, counts)
   np.testing.assert_array_equal(d.cold, counts <= 3)
   assert d.cold.any() and (~d.cold).any()
   assert d.stats['cold_items'] == d.cold.sum()
+  # Users: the paper's partition, stored with the prepared dataset.
+  per_user = np.bincount(users, minlength=d.num_users)
+  np.testing.assert_array_equal(d.user_cold, per_user <= 3)
+  assert d.user_cold.any() and (~d.user_cold).any()
+  assert d.stats['cold_users'] == d.user_cold.sum() and d.stats['warm_users'] == (~d.user_cold).sum()
+  assert d.stats['cold_user_share'] == d.user_cold.mean()
+
+
+def test_user_and_item_boundaries_are_separate_settings(tmp_path):
+  from cierec_jax.data import load  # pylint: disable=g-import-not-at-top
+  from tests import tiny  # pylint: disable=g-import-not-at-top
+  c = tiny.config(str(tmp_path))
+  c.dataset.cold_max_train_interactions = 5
+  c.dataset.cold_item_max_train_interactions = 1
+  d = load.load(c)
+  users, _ = d.split(raw_lib.TRAIN)
+  np.testing.assert_array_equal(d.user_cold, np.bincount(users, minlength=d.num_users) <= 5)
+  np.testing.assert_array_equal(d.cold, d.train_counts <= 1)
 
 
 def test_negatives_disjoint_and_distinct(tiny_data):

@@ -46,20 +46,32 @@ def test_ta_swaps_only_the_gates():
   assert not changed
 
 
-def test_ci_adds_inference_and_semantics():
+BASE_OFF = dict(gr=False, pi=False, ta=False, ci=False)
+
+
+def test_ci_adds_q_inference_and_semantics_to_mf_base():
   full = _tree(gr=False, pi=False, ta=False)
-  base = _tree(gr=False, pi=False, ta=False, ci=False)
+  base = _tree(**BASE_OFF)
   only_full, only_ablated, changed = _diff(full, base)
-  assert {k.split('/')[0] for k in only_full} == {'inference', 'semantic'}
-  assert not only_ablated
-  assert changed == ['fusion/mlp_f/kernel']  # three parts fused instead of two
-  assert full['fusion/mlp_f/kernel'][0] == 3 * 8 and base['fusion/mlp_f/kernel'][0] == 2 * 8
+  assert {k.split('/')[0] for k in only_full} == {'item_embed', 'inference', 'semantic', 'fusion'}
+  assert not only_ablated and not changed
+  assert full['fusion/mlp_f/kernel'][0] == 3 * 8  # [q_i; v_i; s_i]
 
 
-def test_base_is_backbone_with_q_and_plain_visual():
-  base = _tree(gr=False, pi=False, ta=False, ci=False)
-  assert {k.split('/')[0] for k in base} == {'alpha', 'user_embed', 'user_bias', 'item_bias',
-                                             'item_embed', 'encoder', 'visual', 'fusion'}
+@pytest.mark.parametrize('backbone, baseline', [('mf', 'mf_image'), ('vbpr', 'vbpr')])
+def test_base_is_the_backbones_table2_model(backbone, baseline):
+  """Table III's Base (CI, TA, GR, PI off) is MF(Image) / VBPR: the same
+  parameters give the same scores, in training and in evaluation."""
+  base, reference = mh.make(backbone=backbone, **BASE_OFF), mh.make(name=baseline)
+  assert base.spec.name == baseline
+  batch = mh.batch(5)
+  variables = mh.init(reference, batch)
+  assert _tree(backbone=backbone, **BASE_OFF) == _tree(name=baseline)
+  for train in (True, False):
+    a = base.apply(variables, batch, None, train=train, mutable=['batch_stats'])[0]
+    b = reference.apply(variables, batch, None, train=train, mutable=['batch_stats'])[0]
+    for k in ('pos', 'neg', 'reg'):
+      np.testing.assert_array_equal(a[k], b[k])
 
 
 def test_vbpr_backbone_adds_content_terms():
@@ -128,8 +140,10 @@ def test_scoring_function_equals_training_score(overrides):
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (dict(name='cierec', ci=False), 'model.pi=True needs model.ci=True'),
-    (dict(name='cierec', ci=False, pi=False), 'model.gr=True needs model.ci=True'),
+    (dict(name='cierec', ci=False), 'model.pi=True, model.gr=True, model.ta=True needs model.ci=True'),
+    (dict(name='cierec', ci=False, pi=False, ta=False), 'model.gr=True needs model.ci=True'),
+    (dict(name='cierec', ci=False, pi=False, gr=False), r'model.ta=True needs model.ci=True: without CI '
+     r'the model is the Base \(mf_image\)'),
     (dict(name='knn'), "model.name='knn'"),
     (dict(backbone='bpr'), "model.backbone='bpr'"),
     (dict(encoder='features'), "model.encoder='features' cannot read the dataset's image items"),
@@ -145,3 +159,19 @@ def test_annotations_required():
   with pytest.raises(ValueError, match='model.pi=True needs annotations'):
     mh.make(has_annotations=False)
   mh.make(has_annotations=False, pi=False)
+
+
+def test_annotation_dropout_withholds_annotations_in_training_only():
+  batch = mh.batch(16)
+  model = mh.make(gr=False, annotation_dropout=1.0)
+  variables = mh.init(model, batch)
+  withheld = dict(batch, pos_lengths=0 * batch['pos_lengths'], neg_lengths=0 * batch['neg_lengths'])
+  run = lambda m, b, train: m.apply(variables, b, None, train=train, mutable=['batch_stats'],
+                                    rngs={'dropout': jax.random.key(3)})[0]['pos']
+  np.testing.assert_allclose(run(model, batch, True), run(model, withheld, True), atol=1e-6)
+  np.testing.assert_array_equal(run(model, batch, False), run(mh.make(gr=False), batch, False))
+  half = run(mh.make(gr=False, annotation_dropout=0.5), batch, True)
+  kept, dropped = run(mh.make(gr=False), batch, True), run(model, withheld, True)
+  same_as_kept = np.isclose(half, kept, atol=1e-6) & (batch['pos_lengths'] > 0)
+  same_as_dropped = np.isclose(half, dropped, atol=1e-6) & (batch['pos_lengths'] > 0)
+  assert same_as_kept.any() and same_as_dropped.any()

@@ -36,6 +36,7 @@ def prep_settings(config) -> prepare_lib.PrepSettings:
       seed=int(ds.seed), train_fraction=float(ds.train_fraction),
       valid_fraction=float(ds.valid_fraction),
       cold_max_train_interactions=int(ds.cold_max_train_interactions),
+      cold_item_max_train_interactions=int(ds.cold_item_max_train_interactions),
       min_element_count=int(ds.min_element_count), max_elements=int(ds.max_elements),
       num_negatives=int(config.eval.num_negatives), repeats=int(config.eval.repeats))
 
@@ -119,7 +120,8 @@ def load(config, preload: bool | None = None) -> dataset_lib.RecData:
       user_splits=np.concatenate([r['splits'] for r in users]).astype(np.int8),
       item_elements=item_elements, item_lengths=np.array([len(e) for e in elements], np.int32),
       train_counts=np.array([r['train_count'] for r in small], np.int64),
-      cold=np.array([r['cold'] for r in small], bool), negatives=negatives, stats=dict(meta['stats']),
+      cold=np.array([r['cold'] for r in small], bool),
+      user_cold=np.array([r['cold'] for r in users], bool), negatives=negatives, stats=dict(meta['stats']),
       items=store, path=os.path.dirname(os.path.dirname(paths[builder.ITEMS])))
 
 

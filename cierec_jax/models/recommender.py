@@ -7,6 +7,7 @@ scores [B, C] candidates from them (`item_table`, `user_table`,
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from cierec_jax.models import gates
@@ -129,7 +130,14 @@ class Recommender(nn.Module):
     if self.spec.vbpr:
       reg = reg + jnp.sum(user['a'] ** 2, -1)
     for side, e in (('pos', e_pos), ('neg', e_neg)):
-      item = self.items(batch[side], e, batch[f'{side}_elements'], batch[f'{side}_lengths'], scales)
+      lengths = batch[f'{side}_lengths']
+      if train and self.spec.annotation_dropout > 0:
+        # Withheld annotations at evaluation give the LSTM [x_0] alone; dropping
+        # them in training shows it such sequences too.
+        drop = jax.random.bernoulli(self.make_rng('dropout'), self.spec.annotation_dropout,
+                                    lengths.shape)
+        lengths = jnp.where(drop, 0, lengths)
+      item = self.items(batch[side], e, batch[f'{side}_elements'], lengths, scales)
       v = self._visual(user, item)
       out[side], _ = self._combine(user, item, v)
       if v is not None:

@@ -5,6 +5,7 @@ import dataclasses
 NAMES = ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec')  # built by recommender.Recommender
 BACKBONES = ('mf', 'vbpr')
 ENCODERS = ('auto', 'resnet18', 'features')
+BASE = {'mf': 'mf_image', 'vbpr': 'vbpr'}  # CIERec's Base per backbone: a Table II model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,8 @@ class ModelSpec:
   reads_annotations: bool = False
   # Top-level params subtrees the optimiser leaves unchanged (optim.FROZEN).
   frozen: tuple = ()
+  # Training drops each item's annotation with this probability (PI models).
+  annotation_dropout: float = 0.0
 
   @property
   def ci(self) -> bool:
@@ -62,14 +65,15 @@ def resolve_encoder(model, modality: str) -> str:
 
 
 def plain(model, *, num_users: int, num_items: int, num_elements: int, modality: str,
-          uses_encoder: bool = True, **flags) -> ModelSpec:
+          uses_encoder: bool = True, name: str | None = None, **flags) -> ModelSpec:
   """The fields every model shares, from config.model and the dataset; `flags`
-  sets the structural fields (all False by default)."""
+  sets the structural fields (all False by default). name: the model the spec
+  describes (default model.name)."""
   if len(tuple(model.gr_actions)) < 1:
     raise ValueError('model.gr_actions must list at least one lambda')
   encoder = resolve_encoder(model, modality) if uses_encoder else None
   return ModelSpec(
-      name=model.name, num_users=num_users, num_items=num_items, num_elements=num_elements,
+      name=name or model.name, num_users=num_users, num_items=num_items, num_elements=num_elements,
       embed_dim=int(model.embed_dim), feature_dim=int(model.feature_dim), encoder=encoder,
       encoder_width=int(model.encoder_width), gate_activation=model.gate_activation,
       gr_actions=tuple(float(a) for a in model.gr_actions), **flags)
@@ -87,6 +91,15 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
   resolve_encoder(model, modality)
   uses_encoder = True
   flags = dict(uses_q=True)
+  if name == 'cierec' and not model.ci:
+    # Base: CI, TA, GR and PI all off is the backbone's Table II baseline
+    # (the paper's Table III Base rows equal its MF(Image) and VBPR rows).
+    on = [f'model.{f}=True' for f in ('pi', 'gr', 'ta') if model[f]]
+    if on:
+      raise ValueError(f'{", ".join(on)} needs model.ci=True: without CI the model is the '
+                       f'Base ({BASE[backbone]}), which has no inference gate, semantic LSTM '
+                       'or gradient gates')
+    name = BASE[backbone]
   if name == 'mf':
     uses_encoder = False
   elif name == 'vbpr':
@@ -99,18 +112,14 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
     uses_encoder = False
     flags.update(uses_q=False, uses_s=True, pi=True)
   else:  # cierec
-    if model.pi and not model.ci:
-      raise ValueError('model.pi=True needs model.ci=True: the annotation tokens extend the '
-                       'inferred feature c_i in the semantic LSTM (eq. 5)')
-    if model.gr and not model.ci:
-      raise ValueError('model.gr=True needs model.ci=True: the semantic gradient gate sits on '
-                       'the e_i -> inference-gate path')
     if model.pi and not has_annotations:
       raise ValueError('model.pi=True needs annotations, and this dataset has none; '
                        'set model.pi=False')
-    flags.update(uses_v=True, uses_s=bool(model.ci), visual_gate=bool(model.ta),
-                 inference_gate=bool(model.ta and model.ci), semantic_from_c=bool(model.ci),
+    flags.update(uses_v=True, uses_s=True, visual_gate=bool(model.ta),
+                 inference_gate=bool(model.ta), semantic_from_c=True,
                  vbpr=backbone == 'vbpr', gr=bool(model.gr), pi=bool(model.pi))
   flags['reads_annotations'] = flags.get('pi', False)
+  if flags['reads_annotations']:
+    flags['annotation_dropout'] = float(model.get('annotation_dropout', 0.0))
   return plain(model, num_users=num_users, num_items=num_items, num_elements=num_elements,
-               modality=modality, uses_encoder=uses_encoder, **flags)
+               modality=modality, uses_encoder=uses_encoder, name=name, **flags)
