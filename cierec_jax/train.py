@@ -1,7 +1,6 @@
 """The training loop: state, epochs, checkpoints, periodic evaluation, final report."""
 
 import json
-import math
 import os
 import queue
 import threading
@@ -12,17 +11,18 @@ import jax
 import numpy as np
 
 from cierec_jax import checkpoint as ckpt_lib
+from cierec_jax import config_checks
+from cierec_jax import divergence
 from cierec_jax import evaluate as eval_lib
 from cierec_jax import optim
 from cierec_jax import parallel
 from cierec_jax import report
 from cierec_jax import train_step as step_lib
+from cierec_jax import workdir_lock
 from cierec_jax.data import builder
 from cierec_jax.data import load
 from cierec_jax.data import sampler as sampler_lib
 from cierec_jax.models import registry
-
-PARALLEL_MODES = ('jit', 'pmap')
 
 
 def prefetch(iterator, size: int = 2):
@@ -61,7 +61,7 @@ def device_info(mode: str) -> dict:
 
 
 class _Interval:
-  """Step metrics since the last flush: checked for finiteness, then logged."""
+  """Step metrics since the last flush: checked by the divergence guard, then logged."""
 
   def __init__(self):
     self.items = []
@@ -70,17 +70,19 @@ class _Interval:
   def add(self, step, epoch, metrics, examples):
     self.items.append((step, epoch, metrics, examples))
 
-  def flush(self, steps_per_epoch):
-    """Returns one record averaging the interval, or None if empty; raises on non-finite loss."""
+  def flush(self, steps_per_epoch, guard):
+    """Returns one record averaging the interval, or None if empty; raises
+    DivergenceError at the first step whose loss is non-finite or too large."""
     if not self.items:
       return None
     host = jax.device_get([m for _, _, m, _ in self.items])
     for (step, epoch, _, _), m in zip(self.items, host):
-      if not math.isfinite(float(m['loss'])):
+      try:
+        guard.check_loss(step, float(m['loss']),
+                         context=f' (epoch {epoch + 1}); last finite metrics: {self.last_finite}')
+      except divergence.DivergenceError:
         self.items = []
-        raise FloatingPointError(
-            f'non-finite loss at step {step} (epoch {epoch + 1}); last finite metrics: '
-            f'{self.last_finite}')
+        raise
       self.last_finite = {'step': step, **{k: float(v) for k, v in m.items()}}
     step, epoch = self.items[-1][0], self.items[-1][1]
     record = {'kind': 'train', 'step': step, 'epoch': epoch + 1,
@@ -112,16 +114,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Resumes from the latest checkpoint in workdir. Returns the results dict that
   is also written to workdir/results.json (or {'halted_at_step': n} when
-  train.halt_after_steps stops the run early).
+  train.halt_after_steps stops the run early). The config is checked before any
+  work; a workdir in use by another run is refused.
   """
   wall_start = time.time()
   t = config.train
-  if t.parallel not in PARALLEL_MODES:
-    raise ValueError(f'train.parallel={t.parallel!r}: expected one of {PARALLEL_MODES}')
+  config_checks.check(config, None if t.distributed else jax.device_count())
   if t.distributed:
     jax.distributed.initialize()
-  os.makedirs(workdir, exist_ok=True)
+    config_checks.check(config, jax.device_count())
+  p = jax.process_index()
+  with workdir_lock.held(workdir, 'run.lock' + (f'.{p}' if p else ''), f'workdir {workdir}'):
+    return _train_and_evaluate(config, workdir, wall_start)
 
+
+def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
+  t = config.train
   data = load.load(config)
   model = build_model(config, data)
   pmap = t.parallel == 'pmap'
@@ -135,8 +143,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
   state = step_lib.create_state(model, tx, example, int(t.seed))
 
-  checkpoints = ckpt_lib.Checkpointer(workdir, int(t.max_checkpoints))
-  best_checkpoint = ckpt_lib.Checkpointer(workdir, 1, 'best')  # the best-valid state
+  checkpoints = ckpt_lib.Checkpointer(workdir, int(t.max_checkpoints), remove_unfinished=True)
+  best_checkpoint = ckpt_lib.Checkpointer(workdir, 1, 'best', remove_unfinished=True)  # the best-valid state
   fingerprint = builder.fingerprint(load.content_settings(config))
   signature = ckpt_lib.shape_signature(config, fingerprint)
   log = report.MetricsLog(workdir)
@@ -147,9 +155,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ckpt_lib.check_compatible(checkpoints.restore_meta(latest)['signature'], signature,
                               checkpoints.directory)
     state, meta = checkpoints.restore(latest, state)
-    log.truncate_after(latest)  # and the final test line, which is recomputed
     logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
     print(f'resumed from checkpoint step {latest}', flush=True)
+  log.truncate_after(latest or 0)  # lines of an unsaved past, and the final test line
   report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None)
@@ -157,14 +165,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   evaluator = eval_lib.Evaluator(model, data, config.eval, parallel.eval_placement(int(config.eval.batch_size)))
   dstate = runner.put_state(state)
   key = jax.random.key(int(t.seed))
+  guard = divergence.Guard(float(t.max_loss), meta.get('initial_loss'))
+  # The first training batch and rng: the probe that the state to be saved must score.
+  probe = (runner.put_batch(example), jax.random.fold_in(key, 0))
+
+  def verify(global_step):
+    guard.check_state(global_step, runner.get_state(dstate),
+                      lambda: divergence.probe_loss(runner, dstate, *probe), checkpoints.latest_step())
 
   def variables(s=None):
     s = runner.get_state(dstate) if s is None else s
     return {'params': s.params, **({'batch_stats': s.batch_stats} if s.batch_stats else {})}
 
   def save(epoch, step_in_epoch, global_step):
+    verify(global_step)
     meta.update(epoch=epoch, step_in_epoch=step_in_epoch, config=json.loads(config.to_json()),
-                elapsed=meta['elapsed'] + time.time() - session_start)
+                elapsed=meta['elapsed'] + time.time() - session_start, initial_loss=guard.initial_loss)
     checkpoints.save(global_step, runner.get_state(dstate), meta)
     meta['elapsed'] -= time.time() - session_start  # counted again at the next save
 
@@ -180,7 +196,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   def flush():
     nonlocal clock, train_time, train_examples
-    record = interval.flush(spe)
+    record = interval.flush(spe, guard)
     if record is None:
       return
     log.write(record)
@@ -203,7 +219,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       interval.add(global_step + 1, epoch, m, int(host_batch['weight'].sum()))
       if clock is None:
         jax.block_until_ready(m)
-        interval.flush(spe)  # the compiling step: checked, not timed
+        interval.flush(spe, guard)  # the compiling step: checked, not timed
         clock = time.time()
       if (global_step + 1) % log_every == 0:
         flush()
@@ -225,6 +241,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       score = valid['all'][f'recall@{k}']['mean']
       if meta['best'] is None or score > meta['best']['score']:
         meta['best'] = {'score': score, 'epoch': done, 'valid': valid}
+        verify(done * spe)
         best_checkpoint.save(done * spe, runner.get_state(dstate), meta)
       eval_users += valid['users']
       eval_time += valid['seconds']  # compilation excluded

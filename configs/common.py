@@ -58,6 +58,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 0  # 0: at each epoch end only
   c.train.max_checkpoints = 2
   c.train.halt_after_steps = 0  # >0: checkpoint and stop there (simulates preemption)
+  # Divergence guard: a step loss, or the probe-batch loss of a state about to be
+  # checkpointed, above this stops the run (nothing bad is saved); 0: 1e3 x the
+  # run's initial loss.
+  c.train.max_loss = 0.0
 
   # Adagrad learning rate per Table II model, chosen on valid R@10 by
   # experiments/tune.py with the same 3-value budget for every model; used by the

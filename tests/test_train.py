@@ -1,4 +1,7 @@
-"""The training program: resume, config refusal, non-finite loss, outputs, parallel modes."""
+"""The training program: resume, config refusal, outputs, parallel modes, the command line.
+
+Divergence, bad configs and busy workdirs: tests/test_fault_matrix.py.
+"""
 
 import json
 import os
@@ -58,17 +61,6 @@ def test_stopped_run_resumes_to_the_same_result(tmp_path):
   c.model.embed_dim = 16
   with pytest.raises(ValueError, match=r'model.embed_dim: saved 8, now 16'):
     train.train_and_evaluate(c, str(tmp_path / 'cut'))
-
-
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  c = _config(str(tmp_path / 'data'), lr=1e30, checkpoint_every_steps=1)
-  c.model.name = 'mf'
-  with pytest.raises(FloatingPointError, match=r'non-finite loss at step (\d+) .*last finite metrics: \{.step.') as e:
-    train.train_and_evaluate(c, str(tmp_path / 'run'))
-  bad = int(e.value.args[0].split('step ')[1].split(' ')[0])
-  mgr = ckpt_lib.Checkpointer(str(tmp_path / 'run'))
-  assert mgr.latest_step() == bad - 1
-  mgr.close()
 
 
 def test_run_writes_its_outputs(tmp_path):
@@ -175,3 +167,10 @@ def test_main_cli(tmp_path):
   assert 'ex/s ETA' in out.stdout
   bad = subprocess.run(args + ['--config.train.batchsize=3'], cwd=root, capture_output=True, text=True)
   assert bad.returncode != 0 and 'batchsize' in bad.stderr
+  # A refused config: one line naming every bad field, status 1, no traceback.
+  bad = subprocess.run(args + ['--config.train.lr=-1', '--config.train.epochs=0'], cwd=root,
+                       capture_output=True, text=True)
+  assert bad.returncode == 1 and 'Traceback' not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].startswith(
+      'error: invalid config (2 problems): train.epochs=0 (expected an integer >= 1); '
+      'train.lr=-1.0 (expected a finite number > 0)'), bad.stderr

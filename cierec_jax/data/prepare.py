@@ -146,6 +146,15 @@ def prepare(raw: raw_lib.RawData, s: PrepSettings) -> Prepared:
     splits = chronological_split(counts, s.train_fraction, s.valid_fraction)
   else:
     splits = sp[order].astype(np.int8)
+  for split in (raw_lib.TRAIN, raw_lib.VALID, raw_lib.TEST):
+    if not (splits == split).any():  # nothing to select or report on: refused, not skipped
+      how = (f"the source's split labels, {stats['dropped_interactions']} interactions of dropped "
+             'items removed' if sp is not None else
+             f'dataset.train_fraction={s.train_fraction}, dataset.valid_fraction={s.valid_fraction} '
+             f'and at most {counts.max()} interactions per user')
+      raise DataError(f'the {raw_lib.SPLIT_NAMES[split]} split is empty after preparation '
+                      f'(with {how}); each split is needed: train to fit, valid to pick '
+                      'the epoch, test to report')
 
   is_train = splits == raw_lib.TRAIN
   train_counts = np.bincount(i[is_train], minlength=num_items).astype(np.int64)
