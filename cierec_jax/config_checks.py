@@ -87,6 +87,7 @@ FIELDS = {
     'dataset.train_fraction': fraction,
     'dataset.valid_fraction': fraction,
     'dataset.cold_max_train_interactions': integer(lo=0),
+    'dataset.cold_item_max_train_interactions': integer(lo=0),
     'dataset.min_element_count': integer(lo=1),
     'dataset.max_elements': integer(lo=1),
     'dataset.preload': boolean,
@@ -121,6 +122,7 @@ FIELDS = {
     'model.encoder_width': integer(lo=1),
     'model.gate_activation': one_of(gates.ACTIVATIONS),
     'model.gr_actions': sequence(number(gt=0)),
+    'model.annotation_dropout': number(ge=0, lt=1),
     # Fields other branches add: checked once merged (skipped while absent).
     'model.dropout_rate': number(ge=0, lt=1),
     'model.temperature': number(gt=0),
@@ -185,7 +187,8 @@ def _cierec_parts(get):
   """Checked again by spec.create; here so the run stops before any work."""
   if get('model.name') != 'cierec' or get('model.ci') is not False:
     return []
-  return [f'model.{f}=True needs model.ci=True' for f in ('pi', 'gr') if get(f'model.{f}') is True]
+  return [f'model.{f}=True needs model.ci=True (without CI the model is the Base)'
+          for f in ('pi', 'gr', 'ta') if get(f'model.{f}') is True]
 
 
 def _tuned_lr(get):

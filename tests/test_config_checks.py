@@ -96,6 +96,7 @@ def test_invalid_value_is_named(field, value, expected):
      'dataset.train_fraction + dataset.valid_fraction = 1 (expected < 1'),
     ({'dataset.min_elements_per_item': 4}, 'dataset.min_elements_per_item=4 > dataset.max_elements_per_item=3'),
     ({'model.ci': False}, 'model.pi=True needs model.ci=True'),
+    ({'model.ci': False, 'model.pi': False, 'model.gr': False}, 'model.ta=True needs model.ci=True'),
     ({'tuned_lr.mf': -0.05}, "tuned_lr.mf=-0.05 (expected a finite number > 0)"),
 ])
 def test_relations_between_fields(fields, expected):
