@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.preload = True  # hold every item's image/feature in host memory
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'cierec'  # mf | vbpr | mf_image | mf_semantics | cierec
+  c.model.name = 'cierec'  # mf | vbpr | mf_image | mf_semantics | cierec | vecf | hafr | pinet
   c.model.backbone = 'mf'  # mf | vbpr (cierec only)
   c.model.ci = True  # cross-modal inference: c_i and s_i
   c.model.ta = True  # task-aware gates (eq. 3, 4) instead of plain Dense
@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Training drops each item's annotation with this probability (models that
   # read annotations), so withheld annotations at test are not unseen input.
   c.model.annotation_dropout = 0.0
+  c.model.vecf_max_regions = 100  # vecf on feature vectors: regions = the largest non-zero entries
+  c.model.hafr_dropout = 0.5  # hafr: prediction-layer dropout rate (the authors' keep_prob 0.5)
+  c.model.semantic_loss_weight = 1.0  # pinet: weight of the element-prediction (semantic) loss
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
@@ -67,7 +70,8 @@ def base_config() -> ml_collections.ConfigDict:
   # experiments/tune.py with the same 3-value budget for every model; used by the
   # experiment scripts (table2/table3/fig3), not by a plain main.py run.
   c.tuned_lr = ml_collections.ConfigDict(
-      {k: c.train.lr for k in ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec_mf', 'cierec_vbpr')})
+      {k: c.train.lr for k in ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec_mf', 'cierec_vbpr',
+                               'vecf', 'hafr', 'pinet')})
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_negatives = 500

@@ -12,6 +12,9 @@ MODELS = (('MF', (('model.name', 'mf'),)),  # Table II
           ('VBPR', (('model.name', 'vbpr'),)),
           ('MF(Image)', (('model.name', 'mf_image'),)),
           ('MF(Semantics)', (('model.name', 'mf_semantics'),)),
+          ('VECF', (('model.name', 'vecf'),)),
+          ('HAFR-non-i', (('model.name', 'hafr'),)),
+          ('PiNet', (('model.name', 'pinet'),)),
           ('CIERec(MF)', (('model.name', 'cierec'), ('model.backbone', 'mf'))),
           ('CIERec(VBPR)', (('model.name', 'cierec'), ('model.backbone', 'vbpr'))))
 

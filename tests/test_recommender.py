@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cierec_jax.models import attention
 from cierec_jax.models import recommender
 from tests import model_helpers as mh
 
@@ -104,13 +105,25 @@ def test_features_encoder():
   assert model.apply(variables, batch, jnp.ones(2), train=True)['pos'].shape == (3,)
 
 
-@pytest.mark.parametrize('overrides', NAMED + [dict(name='cierec', ta=False, gr=False)],
+# registry.EXTRA models on feature vectors (no ResNet to compile); VECF with
+# fewer regions than features, some of them zero.
+EXTRA = [dict(name='vecf', modality='features', vecf_max_regions=4),
+         dict(name='hafr', modality='features'), dict(name='pinet', modality='features')]
+
+
+@pytest.mark.parametrize('overrides', NAMED + [dict(name='cierec', ta=False, gr=False)] + EXTRA,
                          ids=lambda o: '-'.join(str(v) for v in o.values()))
-def test_scoring_function_equals_training_score(overrides):
+def test_scoring_function_equals_training_score(overrides, monkeypatch):
   """score_candidates on precomputed e equals the training forward (BN in inference mode)."""
-  model = mh.make(**overrides)
+  monkeypatch.setattr(attention, 'CHUNK_FLOATS', 1)  # candidate by candidate where a model chunks
+  overrides = dict(overrides)
+  modality = overrides.pop('modality', 'image')
+  model = mh.make(modality=modality, **overrides)
   rng = np.random.default_rng(5)
-  contents = jnp.asarray(rng.normal(size=(mh.I, 16, 16, 3)), jnp.float32)
+  if modality == 'image':
+    contents = jnp.asarray(rng.normal(size=(mh.I, 16, 16, 3)), jnp.float32)
+  else:
+    contents = jnp.asarray(rng.normal(size=(mh.I, 10)) * (rng.random((mh.I, 10)) < 0.5), jnp.float32)
   lengths = jnp.asarray(rng.integers(0, mh.L + 1, mh.I), jnp.int32)
   elements = jnp.where(jnp.arange(mh.L)[None] < lengths[:, None],
                        jnp.asarray(rng.integers(1, mh.E, (mh.I, mh.L)), jnp.int32), 0)
@@ -122,7 +135,7 @@ def test_scoring_function_equals_training_score(overrides):
            'pos_lengths': lengths[pos], 'neg_lengths': lengths[neg]}
   variables = mh.init(model, batch)
   # Move BatchNorm statistics away from their init so inference mode matters.
-  _, state = model.apply(variables, batch, jnp.ones(2), train=True, mutable=['batch_stats'])
+  _, state = model.apply(variables, batch, jnp.ones(2), train=True, mutable=['batch_stats'], rngs=mh.rngs(1))
   variables = {**variables, **state}
   train_scores = model.apply(variables, batch, jnp.ones(2), train=False)
 

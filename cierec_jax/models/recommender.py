@@ -33,10 +33,8 @@ class Recommender(nn.Module):
     self.item_bias = nn.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros)
     if s.uses_q:
       self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
-    if s.encoder == 'resnet18':
-      self.encoder = resnet.ResNet18(s.encoder_width, D, axis_name=self.axis_name)
-    elif s.encoder == 'features':
-      self.encoder = resnet.FeatureEncoder(D)
+    if s.encoder is not None:
+      self.encoder = resnet.create(s, self.axis_name)
     if s.uses_v:
       self.visual = (gates.VisualAwareGate(d, D, s.gate_activation) if s.visual_gate
                      else gates.PlainVisual(d))

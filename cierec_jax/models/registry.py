@@ -24,11 +24,18 @@ them unchanged:
 
 import flax.linen as nn
 
+from cierec_jax.models import hafr
+from cierec_jax.models import pinet
 from cierec_jax.models import recommender
 from cierec_jax.models import spec as spec_lib
+from cierec_jax.models import vecf
 
 # Models beyond the Recommender family: name -> build(model_config, axis_name=..., **dims).
-EXTRA = {}
+EXTRA = {
+    'vecf': vecf.build,
+    'hafr': hafr.build,
+    'pinet': pinet.build,
+}
 
 
 def names() -> tuple:
