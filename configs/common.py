@@ -21,7 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.preload = True  # hold every item's image/feature in host memory
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'cierec'  # mf | vbpr | mf_image | mf_semantics | cierec
+  c.model.name = 'cierec'  # mf | vbpr | mf_image | mf_semantics | cierec | amf | amr | dropoutnet | clcrec
   c.model.backbone = 'mf'  # mf | vbpr (cierec only)
   c.model.ci = True  # cross-modal inference: c_i and s_i
   c.model.ta = True  # task-aware gates (eq. 3, 4) instead of plain Dense
@@ -33,6 +33,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.encoder_width = 64
   c.model.gate_activation = 'sigmoid'  # sigmoid | identity
   c.model.gr_actions = (0.2, 0.4, 0.6, 0.8, 1.0)
+  # AMF / AMR (APR): perturbation radius and weight of BPR at the perturbed point.
+  c.model.adv_epsilon = 0.5
+  c.model.adv_weight = 1.0
+  # DropoutNet: probability of zeroing an item's preference input in training,
+  # and the hidden widths of its user and item towers (authors' defaults).
+  c.model.dropout_rate = 0.5
+  c.model.tower_dims = (800, 400)
+  # CLCRec: InfoNCE temperature, weight lambda of the item-content term (the
+  # user-item term gets 1 - lambda), probability of replacing an item's
+  # embedding by its content embedding in the user-item term.
+  c.model.temperature = 1.0
+  c.model.contrast_weight = 0.5
+  c.model.content_sample_rate = 0.5
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
@@ -50,12 +63,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 0  # 0: at each epoch end only
   c.train.max_checkpoints = 2
   c.train.halt_after_steps = 0  # >0: checkpoint and stop there (simulates preemption)
+  # A workdir whose best-valid state starts this run (parameters whose paths and
+  # shapes match are copied). Empty: AMF, AMR and DropoutNet train their
+  # pretrained stage in <workdir>/stage_<name> first (cierec_jax/stages.py).
+  c.train.init_from = ''
 
   # Adagrad learning rate per Table II model, chosen on valid R@10 by
   # experiments/tune.py with the same 3-value budget for every model; used by the
   # experiment scripts (table2/table3/fig3), not by a plain main.py run.
   c.tuned_lr = ml_collections.ConfigDict(
-      {k: c.train.lr for k in ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec_mf', 'cierec_vbpr')})
+      {k: c.train.lr for k in ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec_mf', 'cierec_vbpr',
+                               'dropoutnet', 'amf', 'amr', 'clcrec')})
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_negatives = 500

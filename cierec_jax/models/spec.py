@@ -39,6 +39,12 @@ class ModelSpec:
   reads_annotations: bool = False
   # Top-level params subtrees the optimiser leaves unchanged (optim.FROZEN).
   frozen: tuple = ()
+  # The train step's BPR term on pos/neg is part of the loss; False: logged only
+  # (models trained on their own `losses`: DropoutNet, CLCRec).
+  bpr: bool = True
+  # Per-item RecData arrays (e.g. 'cold') the model holds as frozen top-level
+  # params of the same name, [I] float32, written from the dataset after init.
+  dataset_arrays: tuple = ()
 
   @property
   def ci(self) -> bool:
