@@ -16,6 +16,7 @@ from cierec_jax import evaluate as eval_lib
 from cierec_jax import optim
 from cierec_jax import parallel
 from cierec_jax import report
+from cierec_jax import stages
 from cierec_jax import train_step as step_lib
 from cierec_jax.data import builder
 from cierec_jax.data import load
@@ -135,6 +136,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log.truncate_after(latest)  # and the final test line, which is recomputed
     logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
     print(f'resumed from checkpoint step {latest}', flush=True)
+  else:  # a fresh run: another run's parameters (train.init_from, a pretrained stage), dataset arrays
+    state, meta['init_from'] = stages.initial_state(config, workdir, state, data, model.spec, signature,
+                                                    train_and_evaluate)
   report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None)
@@ -236,7 +240,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
       'train_examples_per_second': train_examples / train_time if train_time else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,
-      'devices': device_info(t.parallel), 'steps': total_steps,
+      'devices': device_info(t.parallel), 'steps': total_steps, 'init_from': meta.get('init_from'),
       'session_wall_seconds': time.time() - wall_start,
   }
   report.write_json(os.path.join(workdir, 'results.json'), results)
