@@ -3,7 +3,8 @@
   python -m experiments.bench_model
 
 For the default config (CIERec(MF), its image size and encoder width) and for
-224x224 images with encoder width 64, next to a plain ResNet18 train step.
+224x224 images with encoder width 64, next to a plain ResNet18 train step;
+then the parameter count of every registered model at the default config.
 """
 
 from absl import app
@@ -56,6 +57,27 @@ def measure(image_size: int, width: int, batch: int, repeats: int) -> dict:
   return {'params': count, 'forward_s': fwd, 'fwd_bwd_s': fb, 'images_per_s': 2 * batch / fb}
 
 
+def parameter_counts() -> dict:
+  """model.name -> parameters (all params leaves, frozen ones included) at the
+  default config and the synthetic dataset's sizes; shapes only, nothing runs."""
+  c = default.get_config()
+  b = {'user': np.zeros(2, np.int32), 'pos': np.zeros(2, np.int32), 'neg': np.zeros(2, np.int32),
+       'weight': np.ones(2, np.float32)}
+  size = int(c.dataset.image_size)
+  for side in ('pos', 'neg'):
+    b.update({f'{side}_content': np.zeros((2, size, size, 3), np.float32),
+              f'{side}_elements': np.ones((2, 3), np.int32), f'{side}_lengths': np.full(2, 3, np.int32)})
+  counts = {}
+  for name in registry.names():
+    c.model.name = name
+    model = registry.create(c.model, num_users=800, num_items=1200, num_elements=25,
+                            modality='image', has_annotations=True)
+    key = jax.random.key(0)
+    shapes = jax.eval_shape(lambda: model.init({'params': key, 'dropout': key}, b, None, train=True))
+    counts[name] = sum(x.size for x in jax.tree.leaves(shapes['params']))
+  return counts
+
+
 def main(_):
   logging.set_verbosity(logging.WARNING)
   c = default.get_config()
@@ -69,6 +91,9 @@ def main(_):
     plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value)
     print(f"| {name} ({size}x{size}, width {width}) | {m['params']:,} | {batch} | {m['forward_s']:.4f} | "
           f"{m['fwd_bwd_s']:.4f} | {m['images_per_s']:,.0f} | {plain:,.0f} |", flush=True)
+  print('\n| model.name (default config, 800 users, 1200 items) | parameters |\n|---|---|')
+  for name, count in parameter_counts().items():
+    print(f'| {name} | {count:,} |', flush=True)
 
 
 if __name__ == '__main__':

@@ -6,6 +6,10 @@ MODELS = (('MF', (('model.name', 'mf'),)),  # Table II
           ('VBPR', (('model.name', 'vbpr'),)),
           ('MF(Image)', (('model.name', 'mf_image'),)),
           ('MF(Semantics)', (('model.name', 'mf_semantics'),)),
+          ('DropoutNet', (('model.name', 'dropoutnet'),)),
+          ('AMF', (('model.name', 'amf'),)),
+          ('AMR', (('model.name', 'amr'),)),
+          ('CLCRec', (('model.name', 'clcrec'),)),
           ('CIERec(MF)', (('model.name', 'cierec'), ('model.backbone', 'mf'))),
           ('CIERec(VBPR)', (('model.name', 'cierec'), ('model.backbone', 'vbpr'))))
 
@@ -15,6 +19,17 @@ ROWS = (('Base', dict(ci=False, ta=False, gr=False, pi=False)),  # Table III
         ('Base+CI+TA+GR', dict(ci=True, ta=True, gr=True, pi=False)),
         ('Base+CI+TA+GR+PI', dict(ci=True, ta=True, gr=True, pi=True)))
 BACKBONES = ('mf', 'vbpr')
+
+
+def select(labels=None) -> tuple:
+  """The MODELS rows with these labels, in table order (None or empty: all)."""
+  if not labels:
+    return MODELS
+  known = [label for label, _ in MODELS]
+  unknown = [label for label in labels if label not in known]
+  if unknown:
+    raise ValueError(f'--models: unknown rows {unknown}; expected labels from {known}')
+  return tuple(row for row in MODELS if row[0] in labels)
 
 
 def model_key(overrides) -> str:
@@ -28,8 +43,8 @@ def with_tuned_lr(config, overrides) -> tuple:
   return tuple(overrides) + (('train.lr', float(config.tuned_lr[model_key(overrides)])),)
 
 
-def table2_runs(config, seeds: int):
-  return [grid.Run(label, with_tuned_lr(config, o), s) for label, o in MODELS for s in range(seeds)]
+def table2_runs(config, seeds: int, models=MODELS):
+  return [grid.Run(label, with_tuned_lr(config, o), s) for label, o in models for s in range(seeds)]
 
 
 def runs_for(config, seeds: int, backbones=BACKBONES, rows=ROWS):

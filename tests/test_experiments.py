@@ -33,16 +33,23 @@ def _is_mean_std(cell):
   return 0.0 <= float(mean) <= 1.0 and float(std) >= 0.0
 
 
+# The rows the quick runs train: the first Table II rows, AMF (a two-stage row,
+# cheap: no encoder) and CIERec; the other cold-start rows run in test_stages.py.
+QUICK_ROWS = ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'AMF', 'CIERec(MF)', 'CIERec(VBPR)']
+
+
 def test_table2_quick(tmp_path):
-  out = _run('table2', tmp_path / 'runs', tmp_path / 'data')
+  models = '--models=' + ','.join(QUICK_ROWS)
+  out = _run('table2', tmp_path / 'runs', tmp_path / 'data', models)
   rows = _csv(tmp_path / 'runs' / 'table2.csv')
   assert rows[0] == ['model', 'Cold R@10', 'Cold NDCG@10', 'Warm R@10', 'Warm NDCG@10', 'All R@10', 'All NDCG@10']
-  assert [r[0] for r in rows[1:]] == ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'CIERec(MF)', 'CIERec(VBPR)']
+  assert [r[0] for r in rows[1:]] == QUICK_ROWS
   assert all(_is_mean_std(c) for r in rows[1:] for c in r[1:])
-  assert 'grid wall time' in out and '[6/6]' in out
+  assert 'grid wall time' in out and '[7/7]' in out
+  assert os.path.exists(tmp_path / 'runs' / 'AMF' / 'seed0' / 'stage_mf' / 'results.json')
   # A second call reuses every finished run.
-  again = _run('table2', tmp_path / 'runs', tmp_path / 'data')
-  assert again.count('done before, skipped') == 6
+  again = _run('table2', tmp_path / 'runs', tmp_path / 'data', models)
+  assert again.count('done before, skipped') == 7
   assert open(tmp_path / 'runs' / 'table2.md').read().startswith('| model | Cold R@10')
 
 
@@ -59,7 +66,8 @@ def test_table3_and_fig3_quick(tmp_path):
 
 
 def test_tune_quick(tmp_path):
-  out = _run('tune', tmp_path / 'runs', tmp_path / 'data', '--lrs=0.01,0.05')
+  out = _run('tune', tmp_path / 'runs', tmp_path / 'data', '--lrs=0.01,0.05',
+             '--models=MF,VBPR,MF(Image),MF(Semantics),CIERec(MF),CIERec(VBPR)')
   rows = _csv(tmp_path / 'runs' / 'tune.csv')
   assert rows[0] == ['model', 'lr=0.01 valid R@10', 'lr=0.05 valid R@10']
   assert [r[0] for r in rows[1:]] == ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'CIERec(MF)', 'CIERec(VBPR)',
