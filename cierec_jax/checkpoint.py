@@ -14,7 +14,7 @@ UNFINISHED = '.orbax-checkpoint-tmp'
 # Fields whose change alters parameter shapes or the data the state was fit to.
 SHAPE_FIELDS = ('model.name', 'model.backbone', 'model.ci', 'model.ta', 'model.gr', 'model.pi',
                 'model.embed_dim', 'model.feature_dim', 'model.encoder', 'model.encoder_width',
-                'model.gr_actions', 'dataset_fingerprint')
+                'model.gr_actions', 'model.tower_dims', 'dataset_fingerprint')
 
 
 class Checkpointer:
@@ -59,6 +59,7 @@ class Checkpointer:
 def shape_signature(config, fingerprint: str) -> dict:
   sig = {f: config.model[f.split('.')[1]] for f in SHAPE_FIELDS if f.startswith('model.')}
   sig['model.gr_actions'] = [float(a) for a in sig['model.gr_actions']]
+  sig['model.tower_dims'] = [int(w) for w in sig['model.tower_dims']]
   sig['dataset_fingerprint'] = fingerprint
   return sig
 

@@ -17,6 +17,7 @@ from cierec_jax import evaluate as eval_lib
 from cierec_jax import optim
 from cierec_jax import parallel
 from cierec_jax import report
+from cierec_jax import stages
 from cierec_jax import train_step as step_lib
 from cierec_jax import workdir_lock
 from cierec_jax.data import builder
@@ -157,6 +158,9 @@ def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
     state, meta = checkpoints.restore(latest, state)
     logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
     print(f'resumed from checkpoint step {latest}', flush=True)
+  else:  # a fresh run: another run's parameters (train.init_from, a pretrained stage), dataset arrays
+    state, meta['init_from'] = stages.initial_state(config, workdir, state, data, model.spec, signature,
+                                                    train_and_evaluate)
   log.truncate_after(latest or 0)  # lines of an unsaved past, and the final test line
   report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
@@ -277,7 +281,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
       'train_examples_per_second': train_examples / train_time if train_time else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,
-      'devices': device_info(t.parallel), 'steps': meta['epoch'] * spe,
+      'devices': device_info(t.parallel), 'steps': meta['epoch'] * spe, 'init_from': meta.get('init_from'),
       'session_wall_seconds': time.time() - wall_start,
   }
   report.write_json(os.path.join(workdir, 'results.json'), results)

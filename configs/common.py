@@ -25,7 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.preload = True  # hold every item's image/feature in host memory
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'cierec'  # mf | vbpr | mf_image | mf_semantics | cierec | vecf | hafr | pinet
+  # mf | vbpr | mf_image | mf_semantics | cierec | vecf | hafr | pinet | amf | amr |
+  # dropoutnet | clcrec (models/registry.py)
+  c.model.name = 'cierec'
   c.model.backbone = 'mf'  # mf | vbpr (cierec only)
   c.model.ci = True  # cross-modal inference: c_i and s_i
   c.model.ta = True  # task-aware gates (eq. 3, 4) instead of plain Dense
@@ -43,6 +45,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.vecf_max_regions = 100  # vecf on feature vectors: regions = the largest non-zero entries
   c.model.hafr_dropout = 0.5  # hafr: prediction-layer dropout rate (the authors' keep_prob 0.5)
   c.model.semantic_loss_weight = 1.0  # pinet: weight of the element-prediction (semantic) loss
+  # AMF / AMR (APR): perturbation radius and weight of BPR at the perturbed point.
+  c.model.adv_epsilon = 0.5
+  c.model.adv_weight = 1.0
+  # DropoutNet: probability of zeroing an item's preference input in training,
+  # and the hidden widths of its user and item towers (authors' defaults).
+  c.model.dropout_rate = 0.5
+  c.model.tower_dims = (800, 400)
+  # CLCRec: InfoNCE temperature, weight lambda of the item-content term (the
+  # user-item term gets 1 - lambda), probability of replacing an item's
+  # embedding by its content embedding in the user-item term.
+  c.model.temperature = 1.0
+  c.model.contrast_weight = 0.5
+  c.model.content_sample_rate = 0.5
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
@@ -65,13 +80,18 @@ def base_config() -> ml_collections.ConfigDict:
   # checkpointed, above this stops the run (nothing bad is saved); 0: 1e3 x the
   # run's initial loss.
   c.train.max_loss = 0.0
+  # A workdir whose best-valid state starts this run (parameters whose paths and
+  # shapes match are copied). Empty: AMF, AMR and DropoutNet train their
+  # pretrained stage in <workdir>/stage_<name> first (cierec_jax/stages.py).
+  c.train.init_from = ''
 
   # Adagrad learning rate per Table II model, chosen on valid R@10 by
   # experiments/tune.py with the same 3-value budget for every model; used by the
   # experiment scripts (table2/table3/fig3), not by a plain main.py run.
   c.tuned_lr = ml_collections.ConfigDict(
       {k: c.train.lr for k in ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec_mf', 'cierec_vbpr',
-                               'vecf', 'hafr', 'pinet')})
+                               'vecf', 'hafr', 'pinet',
+                               'dropoutnet', 'amf', 'amr', 'clcrec')})
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_negatives = 500

@@ -15,6 +15,10 @@ MODELS = (('MF', (('model.name', 'mf'),)),  # Table II
           ('VECF', (('model.name', 'vecf'),)),
           ('HAFR-non-i', (('model.name', 'hafr'),)),
           ('PiNet', (('model.name', 'pinet'),)),
+          ('DropoutNet', (('model.name', 'dropoutnet'),)),
+          ('AMF', (('model.name', 'amf'),)),
+          ('AMR', (('model.name', 'amr'),)),
+          ('CLCRec', (('model.name', 'clcrec'),)),
           ('CIERec(MF)', (('model.name', 'cierec'), ('model.backbone', 'mf'))),
           ('CIERec(VBPR)', (('model.name', 'cierec'), ('model.backbone', 'vbpr'))))
 
@@ -27,6 +31,17 @@ BACKBONES = ('mf', 'vbpr')
 # Table III rows that are Table II models, per backbone.
 SAME_AS_TABLE2 = {('mf', 'Base'): 'MF(Image)', ('vbpr', 'Base'): 'VBPR',
                   ('mf', 'Base+CI+TA+GR+PI'): 'CIERec(MF)', ('vbpr', 'Base+CI+TA+GR+PI'): 'CIERec(VBPR)'}
+
+
+def select(labels=None) -> tuple:
+  """The MODELS rows with these labels, in table order (None or empty: all)."""
+  if not labels:
+    return MODELS
+  known = [label for label, _ in MODELS]
+  unknown = [label for label in labels if label not in known]
+  if unknown:
+    raise ValueError(f'--models: unknown rows {unknown}; expected labels from {known}')
+  return tuple(row for row in MODELS if row[0] in labels)
 
 
 def model_key(overrides) -> str:

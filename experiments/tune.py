@@ -26,6 +26,7 @@ _LRS = flags.DEFINE_list('lrs', ['0.01', '0.02', '0.05'], 'Adagrad learning rate
 _MODELS = flags.DEFINE_list('models', [], 'Table II labels to tune (default: all).')
 _ROUNDS = flags.DEFINE_integer('max_extensions', 12, 'Grid extensions per model at most.')
 _QUICK = flags.DEFINE_bool('quick', False, 'One epoch per run: a smoke run.')
+_MODELS = flags.DEFINE_list('models', [], 'Row labels to tune (default: every Table II row).')
 
 # The paper's range for the Adagrad learning rate, on a 1-2-5 log ladder.
 LADDER = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)

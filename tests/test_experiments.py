@@ -39,8 +39,8 @@ def _is_mean_std(cell):
   return 0.0 <= float(mean) <= 1.0 and float(std) >= 0.0
 
 
-TABLE2 = ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'VECF', 'HAFR-non-i', 'PiNet', 'CIERec(MF)',
-          'CIERec(VBPR)']
+TABLE2 = ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'VECF', 'HAFR-non-i', 'PiNet', 'DropoutNet', 'AMF',
+          'AMR', 'CLCRec', 'CIERec(MF)', 'CIERec(VBPR)']  # the paper's Table II, in its order
 # The scripts' logic on two cheap rows, one that reads annotations (a withheld
 # row); every model has its own one-epoch run in its model tests.
 SOME = '--models=MF,MF(Semantics)'

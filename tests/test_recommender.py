@@ -119,20 +119,7 @@ def test_scoring_function_equals_training_score(overrides, monkeypatch):
   overrides = dict(overrides)
   modality = overrides.pop('modality', 'image')
   model = mh.make(modality=modality, **overrides)
-  rng = np.random.default_rng(5)
-  if modality == 'image':
-    contents = jnp.asarray(rng.normal(size=(mh.I, 16, 16, 3)), jnp.float32)
-  else:
-    contents = jnp.asarray(rng.normal(size=(mh.I, 10)) * (rng.random((mh.I, 10)) < 0.5), jnp.float32)
-  lengths = jnp.asarray(rng.integers(0, mh.L + 1, mh.I), jnp.int32)
-  elements = jnp.where(jnp.arange(mh.L)[None] < lengths[:, None],
-                       jnp.asarray(rng.integers(1, mh.E, (mh.I, mh.L)), jnp.int32), 0)
-  users = jnp.array([0, 3, 6, 2], jnp.int32)
-  cands = jnp.asarray(rng.integers(0, mh.I, (4, 6)), jnp.int32)
-  pos, neg = cands[:, 0], cands[:, 1]
-  batch = {'user': users, 'pos': pos, 'neg': neg, 'pos_content': contents[pos],
-           'neg_content': contents[neg], 'pos_elements': elements[pos], 'neg_elements': elements[neg],
-           'pos_lengths': lengths[pos], 'neg_lengths': lengths[neg]}
+  contents, elements, lengths, users, cands, batch = mh.scoring_inputs(modality)
   variables = mh.init(model, batch)
   # Move BatchNorm statistics away from their init so inference mode matters.
   _, state = model.apply(variables, batch, jnp.ones(2), train=True, mutable=['batch_stats'], rngs=mh.rngs(1))

@@ -42,6 +42,12 @@ class ModelSpec:
   frozen: tuple = ()
   # Training drops each item's annotation with this probability (PI models).
   annotation_dropout: float = 0.0
+  # The train step's BPR term on pos/neg is part of the loss; False: logged only
+  # (models trained on their own `losses`: DropoutNet, CLCRec).
+  bpr: bool = True
+  # Per-item RecData arrays (e.g. 'cold') the model holds as frozen top-level
+  # params of the same name, [I] float32, written from the dataset after init.
+  dataset_arrays: tuple = ()
 
   @property
   def ci(self) -> bool:
