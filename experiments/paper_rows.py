@@ -6,6 +6,7 @@ grid root shared by table2 and table3 trains each of them once, as the paper's
 identical digits imply.
 """
 
+from cierec_jax import stages
 from experiments import grid
 
 MODELS = (('MF', (('model.name', 'mf'),)),  # Table II
@@ -28,20 +29,14 @@ ROWS = (('Base', dict(ci=False, ta=False, gr=False, pi=False)),  # Table III
         ('Base+CI+TA+GR', dict(ci=True, ta=True, gr=True, pi=False)),
         ('Base+CI+TA+GR+PI', dict(ci=True, ta=True, gr=True, pi=True)))
 BACKBONES = ('mf', 'vbpr')
+# Two-stage models start from a trained base (stages.PRETRAINED): in the grids,
+# from the base row's Table II run of the same seed (the base at its own tuned
+# learning rate), so no seed trains a second MF or VBPR.
+_LABELS = {dict(o)['model.name']: label for label, o in MODELS if dict(o)['model.name'] != 'cierec'}
+STAGED = {name: _LABELS[base] for name, base in stages.PRETRAINED.items()}
 # Table III rows that are Table II models, per backbone.
 SAME_AS_TABLE2 = {('mf', 'Base'): 'MF(Image)', ('vbpr', 'Base'): 'VBPR',
                   ('mf', 'Base+CI+TA+GR+PI'): 'CIERec(MF)', ('vbpr', 'Base+CI+TA+GR+PI'): 'CIERec(VBPR)'}
-
-
-def select(labels=None) -> tuple:
-  """The MODELS rows with these labels, in table order (None or empty: all)."""
-  if not labels:
-    return MODELS
-  known = [label for label, _ in MODELS]
-  unknown = [label for label in labels if label not in known]
-  if unknown:
-    raise ValueError(f'--models: unknown rows {unknown}; expected labels from {known}')
-  return tuple(row for row in MODELS if row[0] in labels)
 
 
 def model_key(overrides) -> str:
@@ -63,9 +58,19 @@ def select(labels=None) -> list:
   return [(label, o) for label, o in MODELS if not labels or label in labels]
 
 
+def table2_run(config, label: str, overrides, seed: int, lr: float | None = None) -> grid.Run:
+  """A Table II model's run at `lr` (default: its tuned_lr). A two-stage model
+  starts from its base row's run of the same seed at the base's tuned rate."""
+  overrides = tuple(overrides)
+  lr = float(config.tuned_lr[model_key(overrides)]) if lr is None else float(lr)
+  base = STAGED.get(dict(overrides)['model.name'])
+  init = table2_run(config, base, dict(MODELS)[base], seed) if base else None
+  return grid.Run(label, overrides + (('train.lr', lr),), seed, init)
+
+
 def table2_runs(config, seeds: int, labels=None):
   """Table II's runs for each seed; labels: a subset of MODELS' labels (None: all)."""
-  return [grid.Run(label, with_tuned_lr(config, o), s) for label, o in select(labels) for s in range(seeds)]
+  return [table2_run(config, label, o, s) for label, o in select(labels) for s in range(seeds)]
 
 
 def ablation_runs(config, seeds: int, backbones=BACKBONES, rows=ROWS):

@@ -25,7 +25,6 @@ _WORKDIR = flags.DEFINE_string('workdir', 'runs/paper', 'Root of the runs and ta
 _SEEDS = flags.DEFINE_integer('seeds', 5, 'Training seeds per model.')
 _MODELS = flags.DEFINE_list('models', [], 'Table II labels to run (default: all).')
 _QUICK = flags.DEFINE_bool('quick', False, 'One seed, one epoch: a smoke run.')
-_MODELS = flags.DEFINE_list('models', [], 'Row labels to run (default: every Table II row).')
 
 METRICS = ('recall@10', 'ndcg@10')
 PARTITIONS = {'table2': ('cold', 'warm', 'all'), 'table2_items': ('cold_item', 'warm_item', 'all')}

@@ -112,3 +112,17 @@ def test_tune_extends_a_grid_past_the_edge_its_best_sits_on():
   assert tune.extend({0.2: 0.2, 0.5: 0.4}) == []  # the ladder ends at the paper's 0.5
   assert tune.at_edge({0.2: 0.2, 0.5: 0.4}) and not tune.at_edge({0.01: 0.2, 0.02: 0.5, 0.05: 0.4})
   assert tune.extend({0.01: 0.3, 0.02: 0.3}) == [0.005]  # a tie picks the smaller rate
+
+
+def test_runs_share_workdirs_by_label_rate_and_seed():
+  """A tuning run at the chosen rate is Table II's seed-0 run; a two-stage row
+  starts from its base row's run of the same seed at the base's tuned rate."""
+  c = default.get_config()
+  c.tuned_lr.update(dict(mf=0.02, amf=0.1))
+  runs = {r.label: r for r in paper_rows.table2_runs(c, 2, ['MF', 'AMF']) if r.seed == 1}
+  assert runs['MF'].workdir('R') == os.path.join('R', 'MF', 'lr0.02', 'seed1')
+  assert runs['AMF'].init_from == runs['MF']
+  assert ('train.init_from', os.path.join('R', 'MF', 'lr0.02', 'seed1')) in runs['AMF'].config_overrides('R')
+  tuning = paper_rows.table2_run(c, 'MF', dict(paper_rows.MODELS)['MF'], 0, 0.02)
+  assert tuning == paper_rows.table2_runs(c, 1, ['MF'])[0]
+  assert paper_rows.STAGED == {'amf': 'MF', 'amr': 'VBPR', 'dropoutnet': 'MF'}
