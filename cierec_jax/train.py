@@ -13,13 +13,16 @@ import numpy as np
 
 from cierec_jax import checkpoint as ckpt_lib
 from cierec_jax import evaluate as eval_lib
+from cierec_jax import features as features_lib
 from cierec_jax import optim
 from cierec_jax import parallel
+from cierec_jax import pretrain
 from cierec_jax import report
 from cierec_jax import train_step as step_lib
 from cierec_jax.data import builder
 from cierec_jax.data import load
 from cierec_jax.data import sampler as sampler_lib
+from cierec_jax.models import encoder_weights
 from cierec_jax.models import registry
 
 PARALLEL_MODES = ('jit', 'pmap')
@@ -52,6 +55,23 @@ def build_model(config, data, axis_name=None):
   return registry.create(config.model, num_users=data.num_users, num_items=data.num_items,
                          num_elements=data.num_elements, modality=data.modality,
                          has_annotations=data.has_annotations, axis_name=axis_name)
+
+
+def init_encoder(state, tx, config, model):
+  """The state with its ResNet18 encoder (the `encoder` params subtree and its
+  BatchNorm statistics) read from model.encoder_init; unchanged without one."""
+  if model.spec.encoder != 'resnet18' or not config.model.encoder_init:
+    return state
+  if 'encoder' not in state.params:
+    raise ValueError(f'model.encoder_init: model.name={config.model.name!r} has no encoder '
+                     'params subtree to load into')
+  weights = pretrain.encoder_file(config)
+  loaded = encoder_weights.load(weights, {'params': state.params['encoder'],
+                                          'batch_stats': state.batch_stats['encoder']})
+  params = {**state.params, 'encoder': loaded['params']}
+  print(f'encoder: ResNet18 starts from {weights}', flush=True)
+  batch_stats = {**state.batch_stats, 'encoder': loaded['batch_stats']}
+  return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
 
 
 def device_info(mode: str) -> dict:
@@ -110,6 +130,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   data = load.load(config)
   model = build_model(config, data)
+  data = features_lib.for_model(config, data, model.spec.encoder)  # pre-extracted, if it reads them
   pmap = t.parallel == 'pmap'
   step_model = build_model(config, data, parallel.AXIS) if pmap else model
   num_devices = jax.local_device_count() * jax.process_count() if pmap else jax.device_count()
@@ -119,7 +140,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   spe, epochs = sampler.steps_per_epoch, int(t.epochs)
   tx = optim.create(t, spe, frozen=model.spec.frozen)
   example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
-  state = step_lib.create_state(model, tx, example, int(t.seed))
+  state = init_encoder(step_lib.create_state(model, tx, example, int(t.seed)), tx, config, model)
 
   checkpoints = ckpt_lib.Checkpointer(workdir, int(t.max_checkpoints))
   best_checkpoint = ckpt_lib.Checkpointer(workdir, 1, 'best')  # the best-valid state
@@ -232,7 +253,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   results = {
       'model': config.model.name if config.model.name != 'cierec' else f'cierec({config.model.backbone})',
       'best_epoch': best['epoch'], 'valid': best['valid'], 'test': best['test'],
-      'dataset': data.stats, 'config': config.to_dict(),
+      'dataset': data.stats, 'config': config.to_dict(), 'encoder': model.spec.encoder,
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
       'train_examples_per_second': train_examples / train_time if train_time else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,

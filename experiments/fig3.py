@@ -18,6 +18,7 @@ from sklearn.manifold import TSNE
 
 from cierec_jax import checkpoint as ckpt_lib
 from cierec_jax import evaluate as eval_lib
+from cierec_jax import features
 from cierec_jax import train
 from cierec_jax.data import load
 from experiments import grid
@@ -36,6 +37,7 @@ def representations(config, workdir, users, items_of):
   """(p [n_users, d], f [n_items, d], owner [n_items]) from a run's latest checkpoint."""
   data = load.load(config)
   model = train.build_model(config, data)
+  data = features.for_model(config, data, model.spec.encoder)
   mgr = ckpt_lib.Checkpointer(workdir)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   state = mgr.manager.restore(mgr.latest_step(), args=ocp.args.Composite(

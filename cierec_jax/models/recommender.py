@@ -7,6 +7,7 @@ scores [B, C] candidates from them (`item_table`, `user_table`,
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from cierec_jax.models import gates
@@ -59,6 +60,10 @@ class Recommender(nn.Module):
     """content: [N, H, W, 3] or [N, F] float32 -> e: [N, D] float32 (None without encoder)."""
     if self.spec.encoder is None:
       return None
+    if 'encoder' in self.spec.frozen:
+      # model.freeze_encoder: fixed weights and BatchNorm statistics (inference mode), so
+      # e_i is exactly what cierec_jax.features extracts; no backward through the ResNet.
+      return jax.lax.stop_gradient(self.encoder(content, False))
     return self.encoder(content, train)
 
   def users(self, users):

@@ -49,25 +49,47 @@ class ModelSpec:
     return int(self.uses_q) + int(self.uses_v) + int(self.uses_s)
 
 
-def resolve_encoder(model, modality: str) -> str:
-  """The encoder that reads the dataset's items: model.encoder, or by modality for 'auto'."""
+def resolve_encoder(model, modality: str, feature_baseline: bool = False) -> str:
+  """The encoder that reads the dataset's items.
+
+  Feature datasets: 'features' (their own vectors). Image datasets:
+  'resnet18' (pixels, trained end to end from model.encoder_init) or
+  'features' (vectors pre-extracted once by the frozen model.encoder_init
+  encoder, cierec_jax.features). 'auto' gives the paper's feature baselines
+  (`feature_baseline`: VBPR, MF(Image), Base) pre-extracted features when
+  there is a pretrained encoder to extract them with, else 'resnet18'.
+  """
   if model.encoder not in ENCODERS:
     raise ValueError(f'model.encoder={model.encoder!r}: expected one of {ENCODERS}')
-  want = 'resnet18' if modality == 'image' else 'features'
-  encoder = want if model.encoder == 'auto' else model.encoder
-  if encoder != want:
-    raise ValueError(f'model.encoder={model.encoder!r} cannot read the dataset\'s {modality} '
-                     f"items; use {want!r} or 'auto'")
-  return encoder
+  if modality != 'image':
+    if model.encoder == 'resnet18':
+      raise ValueError(f"model.encoder='resnet18' cannot read the dataset's {modality} items; "
+                       "use 'features' or 'auto'")
+    return 'features'
+  if model.encoder == 'auto':
+    return 'features' if feature_baseline and model.encoder_init else 'resnet18'
+  if model.encoder == 'features' and not model.encoder_init:
+    raise ValueError("model.encoder='features' on the dataset's image items reads features "
+                     'pre-extracted by a pretrained encoder: set model.encoder_init (README: '
+                     "Pretrained encoders), or use 'resnet18' or 'auto'")
+  return model.encoder
 
 
 def plain(model, *, num_users: int, num_items: int, num_elements: int, modality: str,
-          uses_encoder: bool = True, **flags) -> ModelSpec:
+          uses_encoder: bool = True, feature_baseline: bool = False, **flags) -> ModelSpec:
   """The fields every model shares, from config.model and the dataset; `flags`
-  sets the structural fields (all False by default)."""
+  sets the structural fields (all False by default). feature_baseline: 'auto'
+  reads pre-extracted features on image datasets (resolve_encoder).
+  model.freeze_encoder adds the ResNet18 encoder to `frozen`."""
   if len(tuple(model.gr_actions)) < 1:
     raise ValueError('model.gr_actions must list at least one lambda')
-  encoder = resolve_encoder(model, modality) if uses_encoder else None
+  encoder = resolve_encoder(model, modality, feature_baseline) if uses_encoder else None
+  if model.freeze_encoder:
+    if encoder != 'resnet18':
+      raise ValueError(f'model.freeze_encoder=True freezes the ResNet18 encoder, and '
+                       f'model.name={model.name!r} reads {encoder or "no content"} here '
+                       '(pre-extracted features are already frozen)')
+    flags['frozen'] = tuple(flags.get('frozen', ())) + ('encoder',)
   return ModelSpec(
       name=model.name, num_users=num_users, num_items=num_items, num_elements=num_elements,
       embed_dim=int(model.embed_dim), feature_dim=int(model.feature_dim), encoder=encoder,
@@ -84,7 +106,10 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
     raise ValueError(f'model.name={name!r}: expected one of {NAMES}')
   if backbone not in BACKBONES:
     raise ValueError(f'model.backbone={backbone!r}: expected one of {BACKBONES}')
-  resolve_encoder(model, modality)
+  # The paper's VBPR, MF(Image) and hence Base use pre-extracted visual features.
+  base = name == 'cierec' and not (model.ci or model.ta or model.gr or model.pi)
+  feature_baseline = name in ('vbpr', 'mf_image') or base
+  resolve_encoder(model, modality, feature_baseline)
   uses_encoder = True
   flags = dict(uses_q=True)
   if name == 'mf':
@@ -113,4 +138,5 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
                  vbpr=backbone == 'vbpr', gr=bool(model.gr), pi=bool(model.pi))
   flags['reads_annotations'] = flags.get('pi', False)
   return plain(model, num_users=num_users, num_items=num_items, num_elements=num_elements,
-               modality=modality, uses_encoder=uses_encoder, **flags)
+               modality=modality, uses_encoder=uses_encoder, feature_baseline=feature_baseline,
+               **flags)
