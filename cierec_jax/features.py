@@ -24,8 +24,10 @@ from cierec_jax import cli
 from cierec_jax import prepared
 from cierec_jax import pretrain
 from cierec_jax import report
+from cierec_jax.config_checks import ConfigError
 from cierec_jax.data import builder
 from cierec_jax.data import dataset as dataset_lib
+from cierec_jax.data.errors import DataError
 from cierec_jax.data import load
 from cierec_jax.data import raw as raw_lib
 from cierec_jax.models import encoder_weights
@@ -52,11 +54,11 @@ def prepare(config, data=None) -> str:
   """Extracts the table unless done before; returns the path of features.npy."""
   data = load.load(config) if data is None else data
   if data.modality != raw_lib.IMAGE:
-    raise ValueError(f'dataset.name={config.dataset.name!r} has {data.modality} items, not images: '
+    raise ConfigError(f'dataset.name={config.dataset.name!r} has {data.modality} items, not images: '
                      'its own vectors are the features')
   weights = pretrain.encoder_file(config)
   if not weights:
-    raise ValueError("features are extracted by a pretrained encoder: set model.encoder_init "
+    raise ConfigError("features are extracted by a pretrained encoder: set model.encoder_init "
                      "(a .safetensors/.npz ResNet18 weights file, or 'pretrain' on synthetic)")
   sha1 = prepared.file_sha1(weights)
   encoder_fp = builder.fingerprint({'encoder_sha1': sha1,
@@ -92,7 +94,7 @@ def for_model(config, data: dataset_lib.RecData, encoder: str | None) -> dataset
   path = prepare(config, data)
   table = np.load(path)
   if table.shape[0] != data.num_items:
-    raise ValueError(f'{path}: {table.shape[0]} rows, expected one per item ({data.num_items})')
+    raise DataError(f'{table.shape[0]} rows, expected one per item ({data.num_items})', path)
   return dataclasses.replace(data, items=dataset_lib.ItemStore.from_array(table, raw_lib.FEATURES))
 
 

@@ -31,7 +31,9 @@ import optax
 from cierec_jax import cli
 from cierec_jax import prepared
 from cierec_jax import report
+from cierec_jax.config_checks import ConfigError
 from cierec_jax.data import builder
+from cierec_jax.data.errors import DataError
 from cierec_jax.data import images
 from cierec_jax.data import synthetic
 from cierec_jax.models import encoder_weights
@@ -109,7 +111,7 @@ def train(config) -> tuple[dict, dict]:
   model = Classifier(s['encoder_width'], s['feature_dim'], int(p.max_glyphs))
   bs = int(p.batch_size)
   if bs > len(x_train):
-    raise ValueError(f'pretrain.batch_size={bs} exceeds pretrain.num_train={len(x_train)}')
+    raise ConfigError(f'pretrain.batch_size={bs} exceeds pretrain.num_train={len(x_train)}')
   # An 'rbg' key: XLA compiles the initialisers 4x faster than under threefry on CPU.
   variables = jax.jit(lambda k: model.init(k, jnp.zeros((bs,) + x_train.shape[1:]), train=True))(
       jax.random.key(int(p.seed), impl='rbg'))
@@ -166,7 +168,7 @@ def _describe(info: dict) -> str:
 def prepare(config) -> str:
   """Pretrains unless done before; returns the path of encoder.npz."""
   if config.dataset.name != 'synthetic':
-    raise ValueError(f"model.encoder_init='{PRETRAIN}' is the synthetic world's pretrained "
+    raise ConfigError(f"model.encoder_init='{PRETRAIN}' is the synthetic world's pretrained "
                      f"encoder; for dataset.name={config.dataset.name!r} point model.encoder_init "
                      'at ImageNet ResNet18 weights (README: Pretrained encoders)')
   folder = os.path.join(os.path.expanduser(config.dataset.data_dir), 'pretrain',
@@ -191,7 +193,12 @@ def encoder_file(config) -> str:
   """model.encoder_init as a file: '' (random initialisation) stays '';
   'pretrain' is this config's pretrained encoder, prepared on demand."""
   init = config.model.encoder_init
-  return prepare(config) if init == PRETRAIN else os.path.expanduser(init)
+  if init == PRETRAIN:
+    return prepare(config)
+  path = os.path.expanduser(init)
+  if path and not os.path.isfile(path):
+    raise DataError('no such weights file (model.encoder_init)', path)
+  return path
 
 
 if __name__ == '__main__':

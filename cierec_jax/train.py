@@ -1,7 +1,6 @@
 """The training loop: state, epochs, checkpoints, periodic evaluation, final report."""
 
 import json
-import math
 import os
 import queue
 import threading
@@ -12,20 +11,22 @@ import jax
 import numpy as np
 
 from cierec_jax import checkpoint as ckpt_lib
+from cierec_jax import config_checks
+from cierec_jax import divergence
 from cierec_jax import evaluate as eval_lib
 from cierec_jax import features as features_lib
 from cierec_jax import optim
 from cierec_jax import parallel
 from cierec_jax import pretrain
 from cierec_jax import report
+from cierec_jax import stages
 from cierec_jax import train_step as step_lib
+from cierec_jax import workdir_lock
 from cierec_jax.data import builder
 from cierec_jax.data import load
 from cierec_jax.data import sampler as sampler_lib
 from cierec_jax.models import encoder_weights
 from cierec_jax.models import registry
-
-PARALLEL_MODES = ('jit', 'pmap')
 
 
 def prefetch(iterator, size: int = 2):
@@ -81,7 +82,7 @@ def device_info(mode: str) -> dict:
 
 
 class _Interval:
-  """Step metrics since the last flush: checked for finiteness, then logged."""
+  """Step metrics since the last flush: checked by the divergence guard, then logged."""
 
   def __init__(self):
     self.items = []
@@ -90,17 +91,19 @@ class _Interval:
   def add(self, step, epoch, metrics, examples):
     self.items.append((step, epoch, metrics, examples))
 
-  def flush(self, steps_per_epoch):
-    """Returns one record averaging the interval, or None if empty; raises on non-finite loss."""
+  def flush(self, steps_per_epoch, guard):
+    """Returns one record averaging the interval, or None if empty; raises
+    DivergenceError at the first step whose loss is non-finite or too large."""
     if not self.items:
       return None
     host = jax.device_get([m for _, _, m, _ in self.items])
     for (step, epoch, _, _), m in zip(self.items, host):
-      if not math.isfinite(float(m['loss'])):
+      try:
+        guard.check_loss(step, float(m['loss']),
+                         context=f' (epoch {epoch + 1}); last finite metrics: {self.last_finite}')
+      except divergence.DivergenceError:
         self.items = []
-        raise FloatingPointError(
-            f'non-finite loss at step {step} (epoch {epoch + 1}); last finite metrics: '
-            f'{self.last_finite}')
+        raise
       self.last_finite = {'step': step, **{k: float(v) for k, v in m.items()}}
     step, epoch = self.items[-1][0], self.items[-1][1]
     record = {'kind': 'train', 'step': step, 'epoch': epoch + 1,
@@ -113,21 +116,41 @@ class _Interval:
     return record
 
 
+def final_evaluations(evaluator, variables, reads_annotations: bool, dump_dir=None) -> dict:
+  """The best-valid state on test, looked at once; for a model whose scores
+  read annotations, test and valid again with them withheld (the paper's
+  privileged-information setting: annotations in training only)."""
+  out = {'test': evaluator(variables, 'test', dump_dir)}
+  if reads_annotations and evaluator.annotations:
+    out['test_withheld'] = evaluator(variables, 'test', annotations=False)
+    out['valid_withheld'] = evaluator(variables, 'valid', annotations=False)
+  return out
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains, evaluates valid each `eval.every_epochs`, then test once with the best-valid state.
 
+  Stops after `train.patience` epochs without a better valid Recall@10, or at
+  `train.epochs` (a cap).
+
   Resumes from the latest checkpoint in workdir. Returns the results dict that
   is also written to workdir/results.json (or {'halted_at_step': n} when
-  train.halt_after_steps stops the run early).
+  train.halt_after_steps stops the run early). The config is checked before any
+  work; a workdir in use by another run is refused.
   """
   wall_start = time.time()
   t = config.train
-  if t.parallel not in PARALLEL_MODES:
-    raise ValueError(f'train.parallel={t.parallel!r}: expected one of {PARALLEL_MODES}')
+  config_checks.check(config, None if t.distributed else jax.device_count())
   if t.distributed:
     jax.distributed.initialize()
-  os.makedirs(workdir, exist_ok=True)
+    config_checks.check(config, jax.device_count())
+  p = jax.process_index()
+  with workdir_lock.held(workdir, 'run.lock' + (f'.{p}' if p else ''), f'workdir {workdir}'):
+    return _train_and_evaluate(config, workdir, wall_start)
 
+
+def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
+  t = config.train
   data = load.load(config)
   model = build_model(config, data)
   data = features_lib.for_model(config, data, model.spec.encoder)  # pre-extracted, if it reads them
@@ -140,22 +163,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
   spe, epochs = sampler.steps_per_epoch, int(t.epochs)
   tx = optim.create(t, spe, frozen=model.spec.frozen)
   example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
-  state = init_encoder(step_lib.create_state(model, tx, example, int(t.seed)), tx, config, model)
+  state = step_lib.create_state(model, tx, example, int(t.seed))
 
-  checkpoints = ckpt_lib.Checkpointer(workdir, int(t.max_checkpoints))
-  best_checkpoint = ckpt_lib.Checkpointer(workdir, 1, 'best')  # the best-valid state
+  checkpoints = ckpt_lib.Checkpointer(workdir, int(t.max_checkpoints), remove_unfinished=True)
+  best_checkpoint = ckpt_lib.Checkpointer(workdir, 1, 'best', remove_unfinished=True)  # the best-valid state
   fingerprint = builder.fingerprint(load.content_settings(config))
   signature = ckpt_lib.shape_signature(config, fingerprint)
   log = report.MetricsLog(workdir)
-  meta = {'epoch': 0, 'step_in_epoch': 0, 'best': None, 'elapsed': 0.0, 'signature': signature}
+  meta = {'epoch': 0, 'step_in_epoch': 0, 'best': None, 'elapsed': 0.0, 'signature': signature,
+          'stopped_by': None}
   latest = checkpoints.latest_step()
   if latest is not None:
     ckpt_lib.check_compatible(checkpoints.restore_meta(latest)['signature'], signature,
                               checkpoints.directory)
     state, meta = checkpoints.restore(latest, state)
-    log.truncate_after(latest)  # and the final test line, which is recomputed
     logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
     print(f'resumed from checkpoint step {latest}', flush=True)
+  else:  # a fresh run: pretrained encoder weights, then another run's parameters
+    # (train.init_from, a pretrained stage), dataset arrays
+    state = init_encoder(state, tx, config, model)
+    state, meta['init_from'] = stages.initial_state(config, workdir, state, data, model.spec, signature,
+                                                    train_and_evaluate)
+  log.truncate_after(latest or 0)  # lines of an unsaved past, and the final test line
   report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None)
@@ -163,14 +192,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   evaluator = eval_lib.Evaluator(model, data, config.eval, parallel.eval_placement(int(config.eval.batch_size)))
   dstate = runner.put_state(state)
   key = jax.random.key(int(t.seed))
+  guard = divergence.Guard(float(t.max_loss), meta.get('initial_loss'))
+  # The first training batch and rng: the probe that the state to be saved must score.
+  probe = (runner.put_batch(example), jax.random.fold_in(key, 0))
+
+  def verify(global_step):
+    guard.check_state(global_step, runner.get_state(dstate),
+                      lambda: divergence.probe_loss(runner, dstate, *probe), checkpoints.latest_step())
 
   def variables(s=None):
     s = runner.get_state(dstate) if s is None else s
     return {'params': s.params, **({'batch_stats': s.batch_stats} if s.batch_stats else {})}
 
   def save(epoch, step_in_epoch, global_step):
+    verify(global_step)
     meta.update(epoch=epoch, step_in_epoch=step_in_epoch, config=json.loads(config.to_json()),
-                elapsed=meta['elapsed'] + time.time() - session_start)
+                elapsed=meta['elapsed'] + time.time() - session_start, initial_loss=guard.initial_loss)
     checkpoints.save(global_step, runner.get_state(dstate), meta)
     meta['elapsed'] -= time.time() - session_start  # counted again at the next save
 
@@ -181,11 +218,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   log_every = max(1, int(t.log_every_steps))
   ckpt_every = int(t.checkpoint_every_steps)
   halt = int(t.get('halt_after_steps', 0))
+  patience = int(t.patience)
   total_steps = epochs * spe
 
   def flush():
     nonlocal clock, train_time, train_examples
-    record = interval.flush(spe)
+    record = interval.flush(spe, guard)
     if record is None:
       return
     log.write(record)
@@ -199,7 +237,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     print(report.progress_line(record['epoch'] - 1, epochs, record['step'] - (record['epoch'] - 1) * spe,
                                spe, record['loss'], rate, remaining), flush=True)
 
-  for epoch in range(meta['epoch'], epochs):
+  for epoch in range(meta['epoch'], epochs if meta.get('stopped_by') is None else 0):
     start = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
     batches = prefetch(sampler_lib.with_item_inputs(b, data) for b in sampler.batches(epoch, start))
     for i, host_batch in enumerate(batches, start=start):
@@ -208,7 +246,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       interval.add(global_step + 1, epoch, m, int(host_batch['weight'].sum()))
       if clock is None:
         jax.block_until_ready(m)
-        interval.flush(spe)  # the compiling step: checked, not timed
+        interval.flush(spe, guard)  # the compiling step: checked, not timed
         clock = time.time()
       if (global_step + 1) % log_every == 0:
         flush()
@@ -230,6 +268,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       score = valid['all'][f'recall@{k}']['mean']
       if meta['best'] is None or score > meta['best']['score']:
         meta['best'] = {'score': score, 'epoch': done, 'valid': valid}
+        verify(done * spe)
         best_checkpoint.save(done * spe, runner.get_state(dstate), meta)
       eval_users += valid['users']
       eval_time += valid['seconds']  # compilation excluded
@@ -238,29 +277,40 @@ def train_and_evaluate(config, workdir: str) -> dict:
             flush=True)
       if clock is not None:
         clock = time.time()  # evaluation is not training time
+      if patience and done - best['epoch'] >= patience:
+        meta['stopped_by'] = 'patience'
+        print(f'early stop: no valid improvement for {patience} epochs', flush=True)
+    if done == epochs:
+      meta['stopped_by'] = 'epochs'
     save(done, 0, done * spe)
+    if meta['stopped_by']:
+      break
 
   checkpoints.close()
   # The test split is looked at once, with the best-valid state.
   best_state, _ = best_checkpoint.restore(best_checkpoint.latest_step(), runner.get_state(dstate))
   best_checkpoint.close()
   dump = os.path.join(workdir, 'dump') if config.eval.dump else None
-  test = evaluator(variables(best_state), 'test', dump)
-  log.write({'kind': 'test', 'step': meta['best']['epoch'] * spe, 'epoch': meta['best']['epoch'], **test})
-  eval_users += test['users']
-  eval_time += test['seconds']
-  best = dict(meta['best'], test=test)
+  final = final_evaluations(evaluator, variables(best_state), model.spec.reads_annotations, dump)
+  for kind, metrics in final.items():
+    log.write({'kind': kind, 'step': meta['best']['epoch'] * spe, 'epoch': meta['best']['epoch'], **metrics})
+    eval_users += metrics['users']
+    eval_time += metrics['seconds']
   results = {
       'model': config.model.name if config.model.name != 'cierec' else f'cierec({config.model.backbone})',
-      'best_epoch': best['epoch'], 'valid': best['valid'], 'test': best['test'],
+      'best_epoch': meta['best']['epoch'], 'valid': meta['best']['valid'], **final,
+      'epochs_trained': meta['epoch'], 'stopped_by': meta['stopped_by'],
       'dataset': data.stats, 'config': config.to_dict(), 'encoder': model.spec.encoder,
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
       'train_examples_per_second': train_examples / train_time if train_time else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,
-      'devices': device_info(t.parallel), 'steps': total_steps,
+      'devices': device_info(t.parallel), 'steps': meta['epoch'] * spe, 'init_from': meta.get('init_from'),
       'session_wall_seconds': time.time() - wall_start,
   }
   report.write_json(os.path.join(workdir, 'results.json'), results)
   report.plot_curves(log.read(), os.path.join(workdir, 'curves.png'))
-  print(report.table(results['model'], results['test']), flush=True)
+  rows = [(results['model'], results['test'])]
+  if 'test_withheld' in results:
+    rows.append((f"{results['model']}, annotations withheld", results['test_withheld']))
+  print(report.table(rows), flush=True)
   return results

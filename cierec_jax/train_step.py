@@ -55,7 +55,8 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
   batch: the sampler's arrays (weight [B] marks filler rows with 0). rng: this
   step's key, the same on every device; the model's 'dropout' stream comes
   from it. The model's extra per-example `losses` (registry contract) are
-  averaged like BPR and added to the loss. Under pmap (`axis_name`), each device
+  averaged like BPR and added to the loss; BPR itself is added unless
+  `spec.bpr` is False (then it is only logged). Under pmap (`axis_name`), each device
   holds a slice; the loss is normalised by the global weight so that pmean of
   the gradients is the gradient of the global mean.
   Returns (new state, metrics of scalars).
@@ -87,7 +88,7 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
     rec = _weighted_mean(bpr(out['pos'] - out['neg']), w, count)
     reg = _weighted_mean(out['reg'], w, count)
     extra = {name: _weighted_mean(v, w, count) for name, v in out.get('losses', {}).items()}
-    loss = rec + l2 * reg + sum(extra.values())
+    loss = (rec if spec.bpr else 0.0) + l2 * reg + sum(extra.values())
     aux = {'bpr': rec, 'l2': reg, **extra}
     aux['loss'] = loss  # before the policy loss, which only trains the policies
     if spec.gr:

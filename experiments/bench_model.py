@@ -3,7 +3,8 @@
   python -m experiments.bench_model
 
 For the default config (CIERec(MF), its image size and encoder width) and for
-224x224 images with encoder width 64, next to a plain ResNet18 train step.
+224x224 images with encoder width 64, next to a plain ResNet18 train step;
+then every registered model's parameter count at the default config.
 """
 
 from absl import app
@@ -22,11 +23,10 @@ _BATCH = flags.DEFINE_integer('batch', 0, 'Triples per batch (0: config, or 32 a
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement.')
 
 
-def measure(image_size: int, width: int, batch: int, repeats: int) -> dict:
-  c = default.get_config()
-  c.model.encoder_width = width
-  model = registry.create(c.model, num_users=800, num_items=1200, num_elements=25,
-                          modality='image', has_annotations=True)
+DIMS = dict(num_users=800, num_items=1200, num_elements=25, modality='image', has_annotations=True)
+
+
+def example_batch(image_size: int, batch: int) -> dict:
   rng = np.random.default_rng(0)
   b = {'user': rng.integers(0, 800, batch), 'pos': rng.integers(0, 1200, batch),
        'neg': rng.integers(0, 1200, batch),
@@ -35,7 +35,22 @@ def measure(image_size: int, width: int, batch: int, repeats: int) -> dict:
        'pos_elements': rng.integers(1, 25, (batch, 3)), 'neg_elements': rng.integers(1, 25, (batch, 3)),
        'pos_lengths': np.full(batch, 3), 'neg_lengths': np.full(batch, 3),
        'weight': np.ones(batch, np.float32)}
-  b = {k: jnp.asarray(v, jnp.float32 if v.dtype.kind == 'f' else jnp.int32) for k, v in b.items()}
+  return {k: jnp.asarray(v, jnp.float32 if v.dtype.kind == 'f' else jnp.int32) for k, v in b.items()}
+
+
+def param_counts(model, batch: dict) -> tuple:
+  """(all parameters, the encoder's), traced with jax.eval_shape, not computed."""
+  shapes = jax.eval_shape(lambda k: model.init({'params': k, 'dropout': k}, batch, None, train=True),
+                          jax.random.key(0))['params']
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+  return count(shapes), count(shapes.get('encoder', {}))
+
+
+def measure(image_size: int, width: int, batch: int, repeats: int) -> dict:
+  c = default.get_config()
+  c.model.encoder_width = width
+  model = registry.create(c.model, **DIMS)
+  b = example_batch(image_size, batch)
   variables = jax.jit(lambda k: model.init(k, b, None, train=True))(jax.random.key(0))
   scales = jnp.ones(2)
 
@@ -69,6 +84,19 @@ def main(_):
     plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value)
     print(f"| {name} ({size}x{size}, width {width}) | {m['params']:,} | {batch} | {m['forward_s']:.4f} | "
           f"{m['fwd_bwd_s']:.4f} | {m['images_per_s']:,.0f} | {plain:,.0f} |", flush=True)
+  size, width = int(c.dataset.image_size), int(c.model.encoder_width)
+  print(f'\nParameters at the default config ({size}x{size} images, encoder width {width}, '
+        f"{DIMS['num_users']} users, {DIMS['num_items']} items, {DIMS['num_elements']} elements):")
+  print('| model.name | params | of which encoder |')
+  print('|---|---|---|')
+  b = example_batch(size, 2)
+  # Every image model on pixels, so the counts include the ResNet18 (with a pretrained
+  # encoder the feature baselines read pre-extracted features through one Dense instead).
+  c.model.encoder_init = ''
+  for name in registry.names():
+    c.model.name = name
+    total, encoder = param_counts(registry.create(c.model, **DIMS), b)
+    print(f'| {name} | {total:,} | {encoder:,} |', flush=True)
 
 
 if __name__ == '__main__':

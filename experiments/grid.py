@@ -77,6 +77,9 @@ def run_grid(config, runs, root: str, quick: bool = False) -> dict:
 
 
 def mean_std(values) -> str:
+  """Mean ± std over seeds; 'n/a' when a subset had no users (metric None)."""
+  if any(v is None for v in values):
+    return 'n/a'
   return f'{np.mean(values):.4f} ± {np.std(values):.4f}'
 
 
@@ -95,6 +98,7 @@ def write_table(rows, header, path_stem: str):
   return text
 
 
-def metric(results, subset: str, name: str) -> float:
-  """A run's test metric mean over the negative repeats."""
-  return results['test'][subset][name]['mean']
+def metric(results, subset: str, name: str, split: str = 'test') -> float:
+  """A run's metric mean over the negative repeats; split: 'test',
+  'test_withheld' (annotations withheld), 'valid', ..."""
+  return results[split][subset][name]['mean']

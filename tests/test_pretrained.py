@@ -26,7 +26,8 @@ BASE = dict(name='cierec', ci=False, ta=False, gr=False, pi=False)
 @pytest.mark.parametrize('overrides, encoder', [
     (dict(name='vbpr'), 'features'), (dict(name='mf_image'), 'features'), (BASE, 'features'),
     (dict(BASE, backbone='vbpr'), 'features'), (dict(name='cierec'), 'resnet18'),
-    (dict(BASE, ci=True), 'resnet18'), (dict(BASE, ta=True), 'resnet18'),
+    (dict(BASE, ci=True), 'resnet18'), (dict(name='amr'), 'features'),
+    (dict(name='dropoutnet'), 'features'), (dict(name='pinet'), 'resnet18'),
     (dict(name='vbpr', encoder='resnet18'), 'resnet18'), (dict(name='cierec', encoder='features'), 'features'),
     (dict(name='mf'), None), (dict(name='mf_semantics'), None)])
 def test_auto_gives_the_paper_baselines_pre_extracted_features(overrides, encoder):
@@ -43,6 +44,8 @@ def test_freeze_encoder():
   with pytest.raises(ValueError, match="freeze_encoder=True freezes the ResNet18 encoder, and "
                                        "model.name='vbpr' reads features"):
     mh.make(name='vbpr', encoder_init='w.npz', freeze_encoder=True)
+  with pytest.raises(ValueError, match="freeze_encoder=True is implemented by the Recommender models"):
+    mh.make(name='pinet', freeze_encoder=True)
 
 
 def _config(data_dir):

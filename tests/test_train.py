@@ -1,4 +1,7 @@
-"""The training program: resume, config refusal, non-finite loss, outputs, parallel modes."""
+"""The training program: resume, config refusal, outputs, parallel modes, the command line.
+
+Divergence, bad configs and busy workdirs: tests/test_fault_matrix.py.
+"""
 
 import json
 import os
@@ -60,17 +63,6 @@ def test_stopped_run_resumes_to_the_same_result(tmp_path):
     train.train_and_evaluate(c, str(tmp_path / 'cut'))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  c = _config(str(tmp_path / 'data'), lr=1e30, checkpoint_every_steps=1)
-  c.model.name = 'mf'
-  with pytest.raises(FloatingPointError, match=r'non-finite loss at step (\d+) .*last finite metrics: \{.step.') as e:
-    train.train_and_evaluate(c, str(tmp_path / 'run'))
-  bad = int(e.value.args[0].split('step ')[1].split(' ')[0])
-  mgr = ckpt_lib.Checkpointer(str(tmp_path / 'run'))
-  assert mgr.latest_step() == bad - 1
-  mgr.close()
-
-
 def test_run_writes_its_outputs(tmp_path):
   c = _config(str(tmp_path / 'data'))
   c.eval.dump = True
@@ -80,27 +72,37 @@ def test_run_writes_its_outputs(tmp_path):
   for key in ('dataset', 'wall_seconds', 'train_examples_per_second', 'eval_users_per_second', 'devices'):
     assert key in res, key
   assert res['devices']['count'] == jax.device_count()
-  for subset in ('all', 'cold', 'warm'):
+  for subset in ('all', 'cold', 'warm', 'cold_item', 'warm_item'):
     assert set(res['test'][subset]) >= {'recall@10', 'ndcg@10', 'recall@20', 'ndcg@20'}
+  # CIERec reads annotations: test (and valid) again with them withheld.
+  assert res['test_withheld'] != res['test'] and 'valid_withheld' in res
+  assert res['stopped_by'] == 'epochs' and res['epochs_trained'] == 2
   # The dump recomputes the reported test metrics independently (numpy only).
   from cierec_jax import metrics  # pylint: disable=g-import-not-at-top
   per_repeat = []
-  for rep in range(c.eval.repeats):
-    z = np.load(tmp_path / 'run' / 'dump' / 'test' / f'cold_repeat{rep}.npz')
-    r, _, n = metrics.ranking_metrics(z['scores'], z['labels'], z['valid'], (10,))
-    r, n = np.asarray(r), np.asarray(n)
-    per_repeat.append(r[n > 0, 0].mean())
-  np.testing.assert_allclose(np.mean(per_repeat), res['test']['cold']['recall@10']['mean'], rtol=1e-6)
+  for subset in ('cold', 'cold_item'):
+    per_repeat = []
+    for rep in range(c.eval.repeats):
+      z = np.load(tmp_path / 'run' / 'dump' / 'test' / f'{subset}_repeat{rep}.npz')
+      r, _, n = metrics.ranking_metrics(z['scores'], z['labels'], z['valid'], (10,))
+      r, n = np.asarray(r), np.asarray(n)
+      per_repeat.append(r[n > 0, 0].mean())
+    np.testing.assert_allclose(np.mean(per_repeat), res['test'][subset]['recall@10']['mean'], rtol=1e-6)
 
 
-def test_withheld_annotations_change_semantic_scores(tmp_path):
-  data_dir = str(tmp_path / 'data')
-  c = _config(data_dir)
-  c.train.epochs = 1
-  with_ann = train.train_and_evaluate(c, str(tmp_path / 'a'))
-  c.eval.annotations = False
-  without = train.train_and_evaluate(c, str(tmp_path / 'b'))
-  assert with_ann['test'] != without['test']
+def test_patience_stops_a_run_that_no_longer_improves(tmp_path):
+  """lr ~ 0: valid R@10 never beats epoch 1, so patience 2 stops at epoch 3 of 6."""
+  c = _config(str(tmp_path / 'data'), lr=1e-12, epochs=6, patience=2)
+  c.model.name = 'mf'
+  res = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert (res['stopped_by'], res['epochs_trained'], res['best_epoch']) == ('patience', 3, 1)
+  valid_epochs = lambda: [r['epoch'] for r in map(json.loads, open(tmp_path / 'run' / 'metrics.jsonl'))
+                          if r['kind'] == 'valid']
+  assert valid_epochs() == [1, 2, 3]
+  assert 'test_withheld' not in res  # MF reads no annotations
+  # Running a stopped run again trains nothing more.
+  again = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert again['epochs_trained'] == 3 and valid_epochs() == [1, 2, 3]
 
 
 def _short(data_dir, parallel, devices):
@@ -165,3 +167,10 @@ def test_main_cli(tmp_path):
   assert 'ex/s ETA' in out.stdout
   bad = subprocess.run(args + ['--config.train.batchsize=3'], cwd=root, capture_output=True, text=True)
   assert bad.returncode != 0 and 'batchsize' in bad.stderr
+  # A refused config: one line naming every bad field, status 1, no traceback.
+  bad = subprocess.run(args + ['--config.train.lr=-1', '--config.train.epochs=0'], cwd=root,
+                       capture_output=True, text=True)
+  assert bad.returncode == 1 and 'Traceback' not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].startswith(
+      'error: invalid config (2 problems): train.epochs=0 (expected an integer >= 1); '
+      'train.lr=-1.0 (expected a finite number > 0)'), bad.stderr

@@ -55,7 +55,8 @@ class RecData:
   user_indptr: [U + 1]; user_items [N] int32; user_times [N] float64;
   user_splits [N] int8 (raw.TRAIN / VALID / TEST).
   item_elements: [I, L] int32 padded with 0; item_lengths: [I] int32.
-  negatives: [U, R, K] int32. train_counts: [I]; cold: [I] bool.
+  negatives: [U, R, K] int32. train_counts: [I]; cold: [I] bool, the cold
+  items; user_cold: [U] bool, the cold users (the paper's partition).
   modality is the source modality; `items` holds what the model reads: the
   source, or on an image dataset the items' pre-extracted features
   (`items.modality == 'features'`, see cierec_jax.features.for_model).
@@ -72,6 +73,7 @@ class RecData:
   item_lengths: np.ndarray
   train_counts: np.ndarray
   cold: np.ndarray
+  user_cold: np.ndarray
   negatives: np.ndarray
   stats: dict
   items: ItemStore

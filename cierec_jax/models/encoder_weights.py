@@ -22,6 +22,8 @@ import re
 import flax
 import numpy as np
 
+from cierec_jax.data.errors import DataError
+
 BLOCKS_PER_STAGE = 2  # ResNet18: layer{s}.{b} is our BasicBlock_{2 (s - 1) + b}
 TORCH_UNUSED = re.compile(r'^fc\.|\.num_batches_tracked$')
 _TORCH_STEM = re.compile(r'^(conv1|bn1)\.(weight|bias|running_mean|running_var)$')
@@ -35,11 +37,8 @@ _BN_FIELD = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
              'running_mean': ('batch_stats', 'mean'), 'running_var': ('batch_stats', 'var')}
 
 
-class WeightsError(ValueError):
+class WeightsError(DataError):
   """A weights file that does not fit the encoder; the message names the file and tensor."""
-
-  def __init__(self, message: str, path: str):
-    super().__init__(f'{path}: {message}')
 
 
 def read(path: str) -> dict[str, np.ndarray]:
