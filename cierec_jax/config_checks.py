@@ -128,6 +128,16 @@ FIELDS = {
     'model.temperature': number(gt=0),
     'model.adv_epsilon': number(ge=0),
     'model.freeze_encoder': boolean,
+    'model.encoder_init': text(),
+
+    # the synthetic pretraining corpus (cierec_jax.pretrain)
+    'pretrain.seed': integer(lo=0),
+    'pretrain.num_train': integer(lo=1),
+    'pretrain.num_holdout': integer(lo=1),
+    'pretrain.max_glyphs': integer(lo=1),
+    'pretrain.epochs': integer(lo=1),
+    'pretrain.batch_size': integer(lo=1),
+    'pretrain.lr': number(gt=0),
 
     'train.seed': integer(lo=0),
     'train.epochs': integer(lo=1),
@@ -191,6 +201,19 @@ def _cierec_parts(get):
           for f in ('pi', 'gr', 'ta') if get(f'model.{f}') is True]
 
 
+def _pretrain(get):
+  out = []
+  name = get('dataset.name')
+  if get('model.encoder_init') == 'pretrain' and name in load.builders() and name != 'synthetic':
+    out.append(f"model.encoder_init='pretrain' with dataset.name={name!r} (the "
+               'glyph pretraining is the synthetic world\'s; give ResNet18 weights, README: '
+               'Pretrained encoders)')
+  b, n = get('pretrain.batch_size'), get('pretrain.num_train')
+  if _is_int(b) and _is_int(n) and b > n:
+    out.append(f'pretrain.batch_size={b} > pretrain.num_train={n}')
+  return out
+
+
 def _tuned_lr(get):
   lrs = get('tuned_lr')
   if not hasattr(lrs, 'items'):
@@ -199,7 +222,7 @@ def _tuned_lr(get):
           if number(gt=0)(v)]
 
 
-CROSS = (_splits, _elements_per_item, _cierec_parts, _tuned_lr)
+CROSS = (_splits, _elements_per_item, _cierec_parts, _pretrain, _tuned_lr)
 
 
 def problems(config, num_devices: int | None = None) -> list[str]:

@@ -14,8 +14,10 @@ from cierec_jax import checkpoint as ckpt_lib
 from cierec_jax import config_checks
 from cierec_jax import divergence
 from cierec_jax import evaluate as eval_lib
+from cierec_jax import features as features_lib
 from cierec_jax import optim
 from cierec_jax import parallel
+from cierec_jax import pretrain
 from cierec_jax import report
 from cierec_jax import stages
 from cierec_jax import train_step as step_lib
@@ -23,6 +25,7 @@ from cierec_jax import workdir_lock
 from cierec_jax.data import builder
 from cierec_jax.data import load
 from cierec_jax.data import sampler as sampler_lib
+from cierec_jax.models import encoder_weights
 from cierec_jax.models import registry
 
 
@@ -53,6 +56,23 @@ def build_model(config, data, axis_name=None):
   return registry.create(config.model, num_users=data.num_users, num_items=data.num_items,
                          num_elements=data.num_elements, modality=data.modality,
                          has_annotations=data.has_annotations, axis_name=axis_name)
+
+
+def init_encoder(state, tx, config, model):
+  """The state with its ResNet18 encoder (the `encoder` params subtree and its
+  BatchNorm statistics) read from model.encoder_init; unchanged without one."""
+  if model.spec.encoder != 'resnet18' or not config.model.encoder_init:
+    return state
+  if 'encoder' not in state.params:
+    raise ValueError(f'model.encoder_init: model.name={config.model.name!r} has no encoder '
+                     'params subtree to load into')
+  weights = pretrain.encoder_file(config)
+  loaded = encoder_weights.load(weights, {'params': state.params['encoder'],
+                                          'batch_stats': state.batch_stats['encoder']})
+  params = {**state.params, 'encoder': loaded['params']}
+  print(f'encoder: ResNet18 starts from {weights}', flush=True)
+  batch_stats = {**state.batch_stats, 'encoder': loaded['batch_stats']}
+  return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
 
 
 def device_info(mode: str) -> dict:
@@ -133,6 +153,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
   t = config.train
   data = load.load(config)
   model = build_model(config, data)
+  data = features_lib.for_model(config, data, model.spec.encoder)  # pre-extracted, if it reads them
   pmap = t.parallel == 'pmap'
   step_model = build_model(config, data, parallel.AXIS) if pmap else model
   num_devices = jax.local_device_count() * jax.process_count() if pmap else jax.device_count()
@@ -158,7 +179,9 @@ def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
     state, meta = checkpoints.restore(latest, state)
     logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
     print(f'resumed from checkpoint step {latest}', flush=True)
-  else:  # a fresh run: another run's parameters (train.init_from, a pretrained stage), dataset arrays
+  else:  # a fresh run: pretrained encoder weights, then another run's parameters
+    # (train.init_from, a pretrained stage), dataset arrays
+    state = init_encoder(state, tx, config, model)
     state, meta['init_from'] = stages.initial_state(config, workdir, state, data, model.spec, signature,
                                                     train_and_evaluate)
   log.truncate_after(latest or 0)  # lines of an unsaved past, and the final test line
@@ -277,7 +300,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
       'model': config.model.name if config.model.name != 'cierec' else f'cierec({config.model.backbone})',
       'best_epoch': meta['best']['epoch'], 'valid': meta['best']['valid'], **final,
       'epochs_trained': meta['epoch'], 'stopped_by': meta['stopped_by'],
-      'dataset': data.stats, 'config': config.to_dict(),
+      'dataset': data.stats, 'config': config.to_dict(), 'encoder': model.spec.encoder,
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
       'train_examples_per_second': train_examples / train_time if train_time else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,

@@ -35,8 +35,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.pi = True  # annotation tokens as privileged information (eq. 5)
   c.model.embed_dim = 64
   c.model.feature_dim = 512  # D, the encoder output
-  c.model.encoder = 'auto'  # auto (by modality) | resnet18 | features
+  # auto | resnet18 (pixels, end to end) | features (vectors: the dataset's own, or on an image
+  # dataset pre-extracted once by the frozen encoder_init encoder, cierec_jax.features). auto:
+  # 'features' on feature datasets; on image datasets 'features' for the paper's feature
+  # baselines (vbpr, mf_image, cierec Base) when encoder_init is set, else 'resnet18'.
+  c.model.encoder = 'auto'
   c.model.encoder_width = 64
+  # ResNet18 weights the encoder starts from (and features are extracted with): '' random
+  # init | a .safetensors torchvision/timm state dict or an encoder.npz | 'pretrain' (the
+  # synthetic world's pretrained encoder, python -m cierec_jax.pretrain, made on demand).
+  c.model.encoder_init = ''
+  c.model.freeze_encoder = False  # resnet18 only: keep the encoder's weights and BatchNorm statistics fixed
   c.model.gate_activation = 'sigmoid'  # sigmoid | identity
   c.model.gr_actions = (0.2, 0.4, 0.6, 0.8, 1.0)
   # Training drops each item's annotation with this probability (models that

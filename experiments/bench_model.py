@@ -90,6 +90,9 @@ def main(_):
   print('| model.name | params | of which encoder |')
   print('|---|---|---|')
   b = example_batch(size, 2)
+  # Every image model on pixels, so the counts include the ResNet18 (with a pretrained
+  # encoder the feature baselines read pre-extracted features through one Dense instead).
+  c.model.encoder_init = ''
   for name in registry.names():
     c.model.name = name
     total, encoder = param_counts(registry.create(c.model, **DIMS), b)

@@ -19,6 +19,7 @@ from sklearn.manifold import TSNE
 
 from cierec_jax import checkpoint as ckpt_lib
 from cierec_jax import evaluate as eval_lib
+from cierec_jax import features
 from cierec_jax import train
 from cierec_jax.data import load
 from experiments import grid
@@ -37,6 +38,7 @@ def representations(config, workdir, users, items_of):
   """(p [n_users, d], f [n_items, d], owner [n_items]) from a run's best-valid state."""
   data = load.load(config)
   model = train.build_model(config, data)
+  data = features.for_model(config, data, model.spec.encoder)
   mgr = ckpt_lib.Checkpointer(workdir, 1, 'best')
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   state = mgr.manager.restore(mgr.latest_step(), args=ocp.args.Composite(

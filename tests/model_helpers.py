@@ -13,6 +13,7 @@ U, I, E, L = 7, 11, 6, 4
 def model_config(**overrides):
   c = default.get_config().model
   c.embed_dim, c.feature_dim, c.encoder_width = 8, 16, 4
+  c.encoder_init = ''  # every image model reads pixels, whatever the default weights
   for k, v in overrides.items():
     setattr(c, k, v)
   return c

@@ -80,6 +80,10 @@ INVALID = [
     ('eval.encode_batch_size', -8, '>= 1'),
     ('eval.every_epochs', 0, '>= 1'),
     ('eval.annotations', 'no', 'True or False'),
+    ('model.encoder_init', None, 'a string'),
+    ('model.freeze_encoder', 'yes', 'True or False'),
+    ('pretrain.epochs', 0, '>= 1'),
+    ('pretrain.lr', 0.0, '> 0'),
 ]
 
 
@@ -98,6 +102,8 @@ def test_invalid_value_is_named(field, value, expected):
     ({'model.ci': False}, 'model.pi=True needs model.ci=True'),
     ({'model.ci': False, 'model.pi': False, 'model.gr': False}, 'model.ta=True needs model.ci=True'),
     ({'tuned_lr.mf': -0.05}, "tuned_lr.mf=-0.05 (expected a finite number > 0)"),
+    ({'dataset.name': 'amazon_cds'}, "model.encoder_init='pretrain' with dataset.name='amazon_cds'"),
+    ({'pretrain.batch_size': 30000}, 'pretrain.batch_size=30000 > pretrain.num_train=20000'),
 ])
 def test_relations_between_fields(fields, expected):
   found = config_checks.problems(_with(default.get_config(), **fields))

@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config=configs/default.py', '--config.dataset.num_users=40', '--config.dataset.num_items=100',
         '--config.dataset.image_size=16', '--config.eval.num_negatives=30', '--config.eval.repeats=2',
         '--config.model.embed_dim=8', '--config.model.feature_dim=16', '--config.model.encoder_width=4',
-        '--config.train.batch_size=128', '--config.eval.batch_size=20']
+        '--config.train.batch_size=128', '--config.eval.batch_size=20',
+        '--config.model.encoder_init=']  # random init: no pretraining in these smoke runs
 
 
 def _run(script, workdir, data_dir, *extra):

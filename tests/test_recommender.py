@@ -146,7 +146,8 @@ def test_scoring_function_equals_training_score(overrides, monkeypatch):
      r'the model is the Base \(mf_image\)'),
     (dict(name='knn'), "model.name='knn'"),
     (dict(backbone='bpr'), "model.backbone='bpr'"),
-    (dict(encoder='features'), "model.encoder='features' cannot read the dataset's image items"),
+    (dict(encoder='features'), "model.encoder='features' on the dataset's image items reads features "
+                               'pre-extracted by a pretrained encoder: set model.encoder_init'),
 ])
 def test_impossible_combinations(overrides, message):
   with pytest.raises(ValueError, match=message):

@@ -24,6 +24,13 @@ class ItemStore:
     self._pool = None if preload else futures.ThreadPoolExecutor(threads)
     self.array = self._read(np.arange(num_items)) if preload else None
 
+  @classmethod
+  def from_array(cls, array: np.ndarray, modality: str) -> 'ItemStore':
+    """A store over an in-memory [I, ...] array, e.g. pre-extracted features [I, D] float32."""
+    store = cls.__new__(cls)
+    store.modality, store._source, store._pool, store.array = modality, None, None, array
+    return store
+
   def _read(self, ids: np.ndarray) -> np.ndarray:
     getter = (lambda i: self._source[int(i)][self.modality])
     records = list(self._pool.map(getter, ids)) if self._pool else [getter(i) for i in ids]
@@ -50,6 +57,9 @@ class RecData:
   item_elements: [I, L] int32 padded with 0; item_lengths: [I] int32.
   negatives: [U, R, K] int32. train_counts: [I]; cold: [I] bool, the cold
   items; user_cold: [U] bool, the cold users (the paper's partition).
+  modality is the source modality; `items` holds what the model reads: the
+  source, or on an image dataset the items' pre-extracted features
+  (`items.modality == 'features'`, see cierec_jax.features.for_model).
   """
   name: str
   modality: str

@@ -153,5 +153,6 @@ def build(model, *, axis_name=None, num_users, num_items, num_elements, modality
   if not model.tower_dims or any(int(w) < 1 for w in model.tower_dims):
     raise ValueError(f'model.tower_dims={tuple(model.tower_dims)}: expected positive widths')
   spec = spec_lib.plain(model, num_users=num_users, num_items=num_items, num_elements=num_elements,
-                        modality=modality, frozen=FROZEN, bpr=False, dataset_arrays=('cold',))
+                        modality=modality, frozen=FROZEN, bpr=False, dataset_arrays=('cold',),
+                        feature_baseline=True)  # defined on pre-extracted CNN features
   return DropoutNet(spec, tuple(int(w) for w in model.tower_dims), rate, axis_name)

@@ -58,6 +58,10 @@ class Recommender(nn.Module):
     """content: [N, H, W, 3] or [N, F] float32 -> e: [N, D] float32 (None without encoder)."""
     if self.spec.encoder is None:
       return None
+    if 'encoder' in self.spec.frozen:
+      # model.freeze_encoder: fixed weights and BatchNorm statistics (inference mode), so
+      # e_i is exactly what cierec_jax.features extracts; no backward through the ResNet.
+      return jax.lax.stop_gradient(self.encoder(content, False))
     return self.encoder(content, train)
 
   def users(self, users):

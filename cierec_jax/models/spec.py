@@ -6,6 +6,8 @@ NAMES = ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec')  # built by recomme
 BACKBONES = ('mf', 'vbpr')
 ENCODERS = ('auto', 'resnet18', 'features')
 BASE = {'mf': 'mf_image', 'vbpr': 'vbpr'}  # CIERec's Base per backbone: a Table II model
+# Read pre-extracted features under model.encoder='auto' (resolve_encoder), as in the paper.
+FEATURE_BASELINES = ('vbpr', 'mf_image')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,26 +60,53 @@ class ModelSpec:
     return int(self.uses_q) + int(self.uses_v) + int(self.uses_s)
 
 
-def resolve_encoder(model, modality: str) -> str:
-  """The encoder that reads the dataset's items: model.encoder, or by modality for 'auto'."""
+def resolve_encoder(model, modality: str, feature_baseline: bool = False) -> str:
+  """The encoder that reads the dataset's items.
+
+  Feature datasets: 'features' (their own vectors). Image datasets:
+  'resnet18' (pixels, trained end to end from model.encoder_init) or
+  'features' (vectors pre-extracted once by the frozen model.encoder_init
+  encoder, cierec_jax.features). 'auto' gives the paper's feature baselines
+  (`feature_baseline`: VBPR, MF(Image), Base) pre-extracted features when
+  there is a pretrained encoder to extract them with, else 'resnet18'.
+  """
   if model.encoder not in ENCODERS:
     raise ValueError(f'model.encoder={model.encoder!r}: expected one of {ENCODERS}')
-  want = 'resnet18' if modality == 'image' else 'features'
-  encoder = want if model.encoder == 'auto' else model.encoder
-  if encoder != want:
-    raise ValueError(f'model.encoder={model.encoder!r} cannot read the dataset\'s {modality} '
-                     f"items; use {want!r} or 'auto'")
-  return encoder
+  if modality != 'image':
+    if model.encoder == 'resnet18':
+      raise ValueError(f"model.encoder='resnet18' cannot read the dataset's {modality} items; "
+                       "use 'features' or 'auto'")
+    return 'features'
+  if model.encoder == 'auto':
+    return 'features' if feature_baseline and model.encoder_init else 'resnet18'
+  if model.encoder == 'features' and not model.encoder_init:
+    raise ValueError("model.encoder='features' on the dataset's image items reads features "
+                     'pre-extracted by a pretrained encoder: set model.encoder_init (README: '
+                     "Pretrained encoders), or use 'resnet18' or 'auto'")
+  return model.encoder
 
 
 def plain(model, *, num_users: int, num_items: int, num_elements: int, modality: str,
-          uses_encoder: bool = True, name: str | None = None, **flags) -> ModelSpec:
+          uses_encoder: bool = True, name: str | None = None, feature_baseline: bool = False,
+          **flags) -> ModelSpec:
   """The fields every model shares, from config.model and the dataset; `flags`
   sets the structural fields (all False by default). name: the model the spec
-  describes (default model.name)."""
+  describes (default model.name). feature_baseline: 'auto' reads pre-extracted
+  features on image datasets (resolve_encoder). model.freeze_encoder adds the
+  ResNet18 encoder to `frozen`."""
   if len(tuple(model.gr_actions)) < 1:
     raise ValueError('model.gr_actions must list at least one lambda')
-  encoder = resolve_encoder(model, modality) if uses_encoder else None
+  encoder = resolve_encoder(model, modality, feature_baseline) if uses_encoder else None
+  if model.freeze_encoder:
+    if (name or model.name) not in NAMES:
+      raise ValueError(f'model.freeze_encoder=True is implemented by the Recommender models '
+                       f'({", ".join(NAMES)} and those built on them); model.name={model.name!r} '
+                       'would still update its encoder\'s BatchNorm statistics')
+    if encoder != 'resnet18':
+      raise ValueError(f'model.freeze_encoder=True freezes the ResNet18 encoder, and '
+                       f'model.name={model.name!r} reads {encoder or "no content"} here '
+                       '(pre-extracted features are already frozen)')
+    flags['frozen'] = tuple(flags.get('frozen', ())) + ('encoder',)
   return ModelSpec(
       name=name or model.name, num_users=num_users, num_items=num_items, num_elements=num_elements,
       embed_dim=int(model.embed_dim), feature_dim=int(model.feature_dim), encoder=encoder,
@@ -94,7 +123,6 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
     raise ValueError(f'model.name={name!r}: expected one of {NAMES}')
   if backbone not in BACKBONES:
     raise ValueError(f'model.backbone={backbone!r}: expected one of {BACKBONES}')
-  resolve_encoder(model, modality)
   uses_encoder = True
   flags = dict(uses_q=True)
   if name == 'cierec' and not model.ci:
@@ -106,6 +134,9 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
                        f'Base ({BASE[backbone]}), which has no inference gate, semantic LSTM '
                        'or gradient gates')
     name = BASE[backbone]
+  # The paper's VBPR, MF(Image) and hence Base use pre-extracted visual features.
+  feature_baseline = name in FEATURE_BASELINES
+  resolve_encoder(model, modality, feature_baseline)
   if name == 'mf':
     uses_encoder = False
   elif name == 'vbpr':
@@ -128,4 +159,5 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
   if flags['reads_annotations']:
     flags['annotation_dropout'] = float(model.get('annotation_dropout', 0.0))
   return plain(model, num_users=num_users, num_items=num_items, num_elements=num_elements,
-               modality=modality, uses_encoder=uses_encoder, name=name, **flags)
+               modality=modality, uses_encoder=uses_encoder, name=name,
+               feature_baseline=feature_baseline, **flags)
