@@ -1,5 +1,6 @@
 """The training loop: state, epochs, checkpoints, periodic evaluation, final report."""
 
+import functools
 import json
 import math
 import os
@@ -67,29 +68,34 @@ class _Interval:
     self.items = []
     self.last_finite = None
 
-  def add(self, step, epoch, metrics, examples):
-    self.items.append((step, epoch, metrics, examples))
+  def add(self, step, epoch, call_metrics, index, examples):
+    """One step: its metrics are call_metrics[k][index] (a call's stacked metrics)."""
+    self.items.append((step, epoch, (call_metrics, index), examples))
 
-  def flush(self, steps_per_epoch):
-    """Returns one record averaging the interval, or None if empty; raises on non-finite loss."""
-    if not self.items:
+  def flush(self, steps_per_epoch, upto=None):
+    """Returns one record averaging the interval's steps up to `upto` (all:
+    None), or None if there are none; raises on non-finite loss."""
+    items = [x for x in self.items if upto is None or x[0] <= upto]
+    if not items:
       return None
-    host = jax.device_get([m for _, _, m, _ in self.items])
-    for (step, epoch, _, _), m in zip(self.items, host):
+    self.items = self.items[len(items):]
+    calls = {id(m): m for _, _, (m, _), _ in items}  # one transfer per call
+    fetched = dict(zip(calls, jax.device_get(list(calls.values()))))
+    host = [{k: v[j] for k, v in fetched[id(m)].items()} for _, _, (m, j), _ in items]
+    for (step, epoch, _, _), m in zip(items, host):
       if not math.isfinite(float(m['loss'])):
         self.items = []
         raise FloatingPointError(
             f'non-finite loss at step {step} (epoch {epoch + 1}); last finite metrics: '
             f'{self.last_finite}')
       self.last_finite = {'step': step, **{k: float(v) for k, v in m.items()}}
-    step, epoch = self.items[-1][0], self.items[-1][1]
+    step, epoch = items[-1][0], items[-1][1]
     record = {'kind': 'train', 'step': step, 'epoch': epoch + 1,
               'epoch_float': step / steps_per_epoch,
-              'examples': int(sum(e for *_, e in self.items))}
+              'examples': int(sum(e for *_, e in items))}
     for k in host[-1]:
       vals = [float(m[k]) for m in host]
       record[k] = vals[-1] if k.startswith(('action', 'lambda')) else float(np.mean(vals))
-    self.items = []
     return record
 
 
@@ -138,7 +144,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None)
-  runner = parallel.PmapRunner(step_fn) if pmap else parallel.JitRunner(step_fn, parallel.make_mesh())
+  call_fn = step_lib.scan_steps(
+      step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.modality))
+  runner = parallel.PmapRunner(call_fn) if pmap else parallel.JitRunner(call_fn, parallel.make_mesh())
+  per_call = step_lib.steps_per_call(int(t.steps_per_call), model.spec, spe)
+  tables = sampler_lib.device_item_tables(data, float(t.device_items_max_mb) * 2**20)
+  items = None if tables is None else runner.put_items(tables)  # else gathered on the host
   evaluator = eval_lib.Evaluator(model, data, config.eval, parallel.eval_placement(int(config.eval.batch_size)))
   dstate = runner.put_state(state)
   key = jax.random.key(int(t.seed))
@@ -148,30 +159,34 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return {'params': s.params, **({'batch_stats': s.batch_stats} if s.batch_stats else {})}
 
   def save(epoch, step_in_epoch, global_step):
+    nonlocal clock
     meta.update(epoch=epoch, step_in_epoch=step_in_epoch, config=json.loads(config.to_json()),
                 elapsed=meta['elapsed'] + time.time() - session_start)
     checkpoints.save(global_step, runner.get_state(dstate), meta)
     meta['elapsed'] -= time.time() - session_start  # counted again at the next save
+    if clock is not None:
+      clock = time.time()  # saving is not training time (it follows a flush)
 
   session_start = time.time()
   interval = _Interval()
   train_time, train_examples, eval_time, eval_users = 0.0, 0, 0.0, 0
-  clock = None  # starts after the first (compiling) step
+  clock = None  # starts after the first (compiling) call
+  compiled = set()  # call lengths compiled so far: a call that compiles is checked, not timed
   log_every = max(1, int(t.log_every_steps))
   ckpt_every = int(t.checkpoint_every_steps)
   halt = int(t.get('halt_after_steps', 0))
   total_steps = epochs * spe
+  # A call ends where a checkpoint or the halt must see that exact step's state.
+  ends_call = lambda s: bool(ckpt_every and s % ckpt_every == 0) or s == halt
 
-  def flush():
-    nonlocal clock, train_time, train_examples
-    record = interval.flush(spe)
+  def flush(upto=None):
+    nonlocal clock, train_time
+    record = interval.flush(spe, upto)
     if record is None:
       return
     log.write(record)
     now = time.time()
-    if clock is not None:
-      train_time += now - clock
-      train_examples += record['examples']
+    train_time += now - clock
     clock = now
     rate = train_examples / train_time if train_time > 0 else float('nan')
     remaining = (total_steps - record['step']) * (t.batch_size / rate if rate == rate and rate else 0)
@@ -180,24 +195,36 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   for epoch in range(meta['epoch'], epochs):
     start = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
-    batches = prefetch(sampler_lib.with_item_inputs(b, data) for b in sampler.batches(epoch, start))
-    for i, host_batch in enumerate(batches, start=start):
-      global_step = epoch * spe + i
-      dstate, m = runner.step(dstate, runner.put_batch(host_batch), jax.random.fold_in(key, global_step))
-      interval.add(global_step + 1, epoch, m, int(host_batch['weight'].sum()))
-      if clock is None:
+    calls = sampler.calls(epoch, start, per_call, ends_call)  # [n, B] batches per call
+    if items is None:
+      calls = ((i, sampler_lib.with_item_inputs(b, data)) for i, b in calls)
+    for i, host_batches in prefetch(calls):
+      n, first = len(host_batches['weight']), epoch * spe + i
+      compiles = n not in compiled
+      if compiles and clock is not None:
+        jax.block_until_ready(dstate)
+        train_time += time.time() - clock
+      dstate, m = runner.step(dstate, runner.put_batch(host_batches), items, key, first)
+      examples = host_batches['weight'].sum(axis=1)
+      for j in range(n):
+        interval.add(first + j + 1, epoch, m, j, int(examples[j]))
+      if compiles:
         jax.block_until_ready(m)
-        interval.flush(spe)  # the compiling step: checked, not timed
+        compiled.add(n)
         clock = time.time()
-      if (global_step + 1) % log_every == 0:
+      else:
+        train_examples += int(examples.sum())
+      global_step = first + n  # steps done
+      for s in range(first + 1, global_step + 1):
+        if s % log_every == 0:
+          flush(s)
+      if ends_call(global_step) or (halt and global_step >= halt):
         flush()
-      if (ckpt_every and (global_step + 1) % ckpt_every == 0) or (halt and global_step + 1 >= halt):
-        flush()
-        save(epoch, i + 1, global_step + 1)
-      if halt and global_step + 1 >= halt:
+        save(epoch, i + n, global_step)
+      if halt and global_step >= halt:
         checkpoints.close()
         best_checkpoint.close()
-        return {'halted_at_step': global_step + 1}
+        return {'halted_at_step': global_step}
     flush()
 
     done = epoch + 1
@@ -234,7 +261,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       'best_epoch': best['epoch'], 'valid': best['valid'], 'test': best['test'],
       'dataset': data.stats, 'config': config.to_dict(),
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
-      'train_examples_per_second': train_examples / train_time if train_time else None,
+      # None when every call compiled (untimed), e.g. one call per epoch and one epoch
+      'train_examples_per_second': train_examples / train_time if train_examples else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,
       'devices': device_info(t.parallel), 'steps': total_steps,
       'session_wall_seconds': time.time() - wall_start,

@@ -31,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.feature_dim = 512  # D, the encoder output
   c.model.encoder = 'auto'  # auto (by modality) | resnet18 | features
   c.model.encoder_width = 64
+  # How ResNet18 computes its convolutions and max-pool (same params, same results):
+  # auto (patches on CPU, XLA's own ops on GPU/TPU) | xla | patches (models/conv_ops.py)
+  c.model.conv_impl = 'auto'
   c.model.gate_activation = 'sigmoid'  # sigmoid | identity
   c.model.gr_actions = (0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -50,6 +53,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 0  # 0: at each epoch end only
   c.train.max_checkpoints = 2
   c.train.halt_after_steps = 0  # >0: checkpoint and stop there (simulates preemption)
+  # Optimizer steps per device call (a lax.scan over stacked batches); 0: auto,
+  # 1 for image encoders (a step dwarfs the dispatch), else up to 256. Results
+  # do not depend on it; calls end at epoch ends, checkpoints and the halt step.
+  c.train.steps_per_call = 0
+  # Item inputs (preloaded contents, annotation elements) up to this size stay
+  # on the device and are gathered inside the step; larger ones are gathered on
+  # the host per batch.
+  c.train.device_items_max_mb = 1024
 
   # Adagrad learning rate per Table II model, chosen on valid R@10 by
   # experiments/tune.py with the same 3-value budget for every model; used by the

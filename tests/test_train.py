@@ -116,13 +116,15 @@ def _short(data_dir, parallel, devices):
   tx = optim.create(c.train, s.steps_per_epoch)
   batches = [sampler_lib.with_item_inputs(b, data) for b in s.batches(0)][:3]
   state = train_step.create_state(model, tx, batches[0], 0)
-  fn = train_step.make_train_step(step_model, tx, c.train.l2, par.AXIS if parallel == 'pmap' else None)
+  fn = train_step.scan_steps(
+      train_step.make_train_step(step_model, tx, c.train.l2, par.AXIS if parallel == 'pmap' else None))
   runner = par.PmapRunner(fn, devices) if parallel == 'pmap' else par.JitRunner(fn, par.make_mesh(devices))
   st = runner.put_state(state)
   losses = []
   for i, b in enumerate(batches):
-    st, m = runner.step(st, runner.put_batch(b), jax.random.fold_in(jax.random.key(0), i))
-    losses.append(float(m['loss']))
+    stacked = {k: v[None] for k, v in b.items()}
+    st, m = runner.step(st, runner.put_batch(stacked), None, jax.random.key(0), i)
+    losses.append(float(m['loss'][0]))
   params = flax.traverse_util.flatten_dict(jax.device_get(runner.get_state(st).params), sep='/')
   return np.array(losses), params
 

@@ -33,7 +33,8 @@ class Recommender(nn.Module):
     if s.uses_q:
       self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
     if s.encoder == 'resnet18':
-      self.encoder = resnet.ResNet18(s.encoder_width, D, axis_name=self.axis_name)
+      self.encoder = resnet.ResNet18(s.encoder_width, D, axis_name=self.axis_name,
+                                     conv_impl=s.conv_impl)
     elif s.encoder == 'features':
       self.encoder = resnet.FeatureEncoder(D)
     if s.uses_v:

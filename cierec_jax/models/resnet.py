@@ -5,22 +5,27 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cierec_jax.models import conv_ops
+
 
 class BasicBlock(nn.Module):
   filters: int
   strides: int = 1
   axis_name: str | None = None
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, axis_name=self.axis_name)
-    y = nn.Conv(self.filters, (3, 3), self.strides, padding=1, use_bias=False)(x)
+    conv = functools.partial(nn.Conv, use_bias=False,
+                             conv_general_dilated=conv_ops.conv_function(self.conv_impl))
+    y = conv(self.filters, (3, 3), self.strides, padding=1)(x)
     y = nn.relu(norm()(y))
-    y = nn.Conv(self.filters, (3, 3), padding=1, use_bias=False)(y)
+    y = conv(self.filters, (3, 3), padding=1)(y)
     y = norm(scale_init=nn.initializers.zeros)(y)  # each block starts as identity
     if x.shape != y.shape:
-      x = norm()(nn.Conv(self.filters, (1, 1), self.strides, use_bias=False)(x))
+      x = norm()(conv(self.filters, (1, 1), self.strides)(x))
     return nn.relu(x + y)
 
 
@@ -29,22 +34,26 @@ class ResNet18(nn.Module):
 
   The pooled width is 8 * width; when that differs from `out_dim` (D) a linear
   projection maps it to D, so narrow encoders still emit D-dim features.
+  `conv_impl` (conv_ops.CONV_IMPLS) only chooses how the same convolutions and
+  max-pool are computed: the parameters and results do not depend on it.
   """
   width: int = 64
   out_dim: int = 512
   axis_name: str | None = None  # set under pmap so statistics span all devices
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: [N, H, W, 3] float32 normalised -> [N, out_dim] float32."""
-    x = nn.Conv(self.width, (7, 7), 2, padding=3, use_bias=False, name='stem')(x)
+    x = nn.Conv(self.width, (7, 7), 2, padding=3, use_bias=False, name='stem',
+                conv_general_dilated=conv_ops.conv_function(self.conv_impl))(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                              axis_name=self.axis_name)(x))
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = conv_ops.max_pool_function(self.conv_impl)(x)
     for stage, blocks in enumerate((2, 2, 2, 2)):
       for b in range(blocks):
         x = BasicBlock(self.width * 2**stage, 2 if stage > 0 and b == 0 else 1,
-                       self.axis_name)(x, train)
+                       self.axis_name, self.conv_impl)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     if x.shape[-1] != self.out_dim:
       x = nn.Dense(self.out_dim, name='project')(x)
