@@ -1,10 +1,15 @@
-"""Running the train step on many devices: jit over a mesh (default) or pmap.
+"""Running train calls on many devices: jit over a mesh (default) or pmap.
 
+A call (`train_step.scan_steps`) is call(state, batches, items, key,
+first_step): batches are stacked [n, B, ...] (n steps per call), items the
+item tables gathered inside the step (or None).
 jit: a 1-D ('data',) mesh over all devices (AxisType.Auto: explicit meshes
-break linen's Embed), batch sharded on 'data', state replicated and donated.
-Multi-host: each process passes only its shard of the batch and
-`make_array_from_process_local_data` assembles the global array.
-pmap: the same step with axis_name='data' and pmean, state replicated per device.
+break linen's Embed), batches sharded on 'data' (their axis 1), state and
+items replicated, state donated. Multi-host: each process passes only its
+shard of the batches and `make_array_from_process_local_data` assembles the
+global array.
+pmap: the same step with axis_name='data' and pmean, state and items
+replicated per device.
 """
 
 import jax
@@ -37,34 +42,41 @@ def eval_placement(batch_size: int):
 class JitRunner:
   """jax.jit over a mesh; the state lives replicated on all devices."""
 
-  def __init__(self, step_fn, mesh: Mesh):
+  def __init__(self, call_fn, mesh: Mesh):
     self.mesh = mesh
     self.replicated = NamedSharding(mesh, P())
-    self.sharded = NamedSharding(mesh, P(AXIS))
-    self._step = jax.jit(step_fn, in_shardings=(self.replicated, self.sharded, self.replicated),
-                         out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+    self.sharded = NamedSharding(mesh, P(None, AXIS))
+    r = self.replicated
+    self._step = jax.jit(call_fn, in_shardings=(r, self.sharded, r, r, r), out_shardings=(r, r),
+                         donate_argnums=(0,))
 
   def put_state(self, state):
     return jax.device_put(state, self.replicated)
+
+  def put_items(self, tables: dict):
+    return jax.device_put(tables, self.replicated)
 
   def get_state(self, state):
     """The state as single-copy arrays (for checkpoints and evaluation)."""
     return state
 
-  def put_batch(self, local_batch: dict):
-    return {k: jax.make_array_from_process_local_data(self.sharded, v) for k, v in local_batch.items()}
+  def put_batch(self, local_batches: dict):
+    """{name: [n, local B, ...]} -> global arrays sharded on the batch axis."""
+    return {k: jax.make_array_from_process_local_data(self.sharded, v)
+            for k, v in local_batches.items()}
 
-  def step(self, state, batch, rng):
-    return self._step(state, batch, rng)
+  def step(self, state, batches, items, key, first_step: int):
+    """n steps; returns (state, metrics of [n] arrays)."""
+    return self._step(state, batches, items, key, np.int32(first_step))
 
 
 class PmapRunner:
   """jax.pmap with pmean; the state carries a leading device axis."""
 
-  def __init__(self, step_fn, devices=None):
+  def __init__(self, call_fn, devices=None):
     self.devices = list(devices if devices is not None else jax.local_devices())
-    self._step = jax.pmap(step_fn, axis_name=AXIS, in_axes=(0, 0, None), devices=self.devices,
-                          donate_argnums=(0,))
+    self._step = jax.pmap(call_fn, axis_name=AXIS, in_axes=(0, 0, 0, None, None),
+                          devices=self.devices, donate_argnums=(0,))
 
   def put_state(self, state):
     n = len(self.devices)
@@ -73,10 +85,17 @@ class PmapRunner:
   def get_state(self, state):
     return jax.tree.map(lambda x: x[0], state)
 
-  def put_batch(self, local_batch: dict):
-    n = len(self.devices)
-    return {k: v.reshape((n, v.shape[0] // n) + v.shape[1:]) for k, v in local_batch.items()}
+  def put_items(self, tables: dict):
+    """One copy per device, placed once (an identity pmap) rather than per call."""
+    return jax.pmap(lambda x: x, devices=self.devices)(self.put_state(tables))
 
-  def step(self, state, batch, rng):
-    state, metrics = self._step(state, batch, rng)
+  def put_batch(self, local_batches: dict):
+    """{name: [n, B, ...]} -> [devices, n, B / devices, ...]."""
+    d = len(self.devices)
+    return {k: np.swapaxes(v.reshape((v.shape[0], d, v.shape[1] // d) + v.shape[2:]), 0, 1)
+            for k, v in local_batches.items()}
+
+  def step(self, state, batches, items, key, first_step: int):
+    """n steps; returns (state, metrics of [n] arrays)."""
+    state, metrics = self._step(state, batches, items, key, np.int32(first_step))
     return state, jax.tree.map(lambda x: x[0], metrics)

@@ -1,5 +1,6 @@
 """The training loop: state, epochs, checkpoints, periodic evaluation, final report."""
 
+import functools
 import json
 import os
 import queue
@@ -88,16 +89,22 @@ class _Interval:
     self.items = []
     self.last_finite = None
 
-  def add(self, step, epoch, metrics, examples):
-    self.items.append((step, epoch, metrics, examples))
+  def add(self, step, epoch, call_metrics, index, examples):
+    """One step: its metrics are call_metrics[k][index] (a call's stacked metrics)."""
+    self.items.append((step, epoch, (call_metrics, index), examples))
 
-  def flush(self, steps_per_epoch, guard):
-    """Returns one record averaging the interval, or None if empty; raises
-    DivergenceError at the first step whose loss is non-finite or too large."""
-    if not self.items:
+  def flush(self, steps_per_epoch, guard, upto=None):
+    """Returns one record averaging the interval's steps up to `upto` (all:
+    None), or None if there are none; raises DivergenceError at the first step
+    whose loss is non-finite or too large."""
+    items = [x for x in self.items if upto is None or x[0] <= upto]
+    if not items:
       return None
-    host = jax.device_get([m for _, _, m, _ in self.items])
-    for (step, epoch, _, _), m in zip(self.items, host):
+    self.items = self.items[len(items):]
+    calls = {id(m): m for _, _, (m, _), _ in items}  # one transfer per call
+    fetched = dict(zip(calls, jax.device_get(list(calls.values()))))
+    host = [{k: v[j] for k, v in fetched[id(m)].items()} for _, _, (m, j), _ in items]
+    for (step, epoch, _, _), m in zip(items, host):
       try:
         guard.check_loss(step, float(m['loss']),
                          context=f' (epoch {epoch + 1}); last finite metrics: {self.last_finite}')
@@ -105,14 +112,13 @@ class _Interval:
         self.items = []
         raise
       self.last_finite = {'step': step, **{k: float(v) for k, v in m.items()}}
-    step, epoch = self.items[-1][0], self.items[-1][1]
+    step, epoch = items[-1][0], items[-1][1]
     record = {'kind': 'train', 'step': step, 'epoch': epoch + 1,
               'epoch_float': step / steps_per_epoch,
-              'examples': int(sum(e for *_, e in self.items))}
+              'examples': int(sum(e for *_, e in items))}
     for k in host[-1]:
       vals = [float(m[k]) for m in host]
       record[k] = vals[-1] if k.startswith(('action', 'lambda')) else float(np.mean(vals))
-    self.items = []
     return record
 
 
@@ -188,49 +194,61 @@ def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
   report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None)
-  runner = parallel.PmapRunner(step_fn) if pmap else parallel.JitRunner(step_fn, parallel.make_mesh())
+  call_fn = step_lib.scan_steps(
+      step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.modality))
+  runner = parallel.PmapRunner(call_fn) if pmap else parallel.JitRunner(call_fn, parallel.make_mesh())
+  per_call = step_lib.steps_per_call(int(t.steps_per_call), model.spec, spe)
+  tables = sampler_lib.device_item_tables(data, float(t.device_items_max_mb) * 2**20)
+  items = None if tables is None else runner.put_items(tables)  # else gathered on the host
   evaluator = eval_lib.Evaluator(model, data, config.eval, parallel.eval_placement(int(config.eval.batch_size)))
   dstate = runner.put_state(state)
   key = jax.random.key(int(t.seed))
   guard = divergence.Guard(float(t.max_loss), meta.get('initial_loss'))
-  # The first training batch and rng: the probe that the state to be saved must score.
-  probe = (runner.put_batch(example), jax.random.fold_in(key, 0))
+  # The first training batch and step: the probe that the state to be saved must score.
+  probe = next(sampler.batches(0))
+  probe = runner.put_batch({k: v[None] for k, v in (
+      probe if items is not None else sampler_lib.with_item_inputs(probe, data)).items()})
 
   def verify(global_step):
     guard.check_state(global_step, runner.get_state(dstate),
-                      lambda: divergence.probe_loss(runner, dstate, *probe), checkpoints.latest_step())
+                      lambda: divergence.probe_loss(runner, dstate, probe, items, key),
+                      checkpoints.latest_step())
 
   def variables(s=None):
     s = runner.get_state(dstate) if s is None else s
     return {'params': s.params, **({'batch_stats': s.batch_stats} if s.batch_stats else {})}
 
   def save(epoch, step_in_epoch, global_step):
+    nonlocal clock
     verify(global_step)
     meta.update(epoch=epoch, step_in_epoch=step_in_epoch, config=json.loads(config.to_json()),
                 elapsed=meta['elapsed'] + time.time() - session_start, initial_loss=guard.initial_loss)
     checkpoints.save(global_step, runner.get_state(dstate), meta)
     meta['elapsed'] -= time.time() - session_start  # counted again at the next save
+    if clock is not None:
+      clock = time.time()  # saving is not training time (it follows a flush)
 
   session_start = time.time()
   interval = _Interval()
   train_time, train_examples, eval_time, eval_users = 0.0, 0, 0.0, 0
-  clock = None  # starts after the first (compiling) step
+  clock = None  # starts after the first (compiling) call
+  compiled = set()  # call lengths compiled so far: a call that compiles is checked, not timed
   log_every = max(1, int(t.log_every_steps))
   ckpt_every = int(t.checkpoint_every_steps)
   halt = int(t.get('halt_after_steps', 0))
   patience = int(t.patience)
   total_steps = epochs * spe
+  # A call ends where a checkpoint or the halt must see that exact step's state.
+  ends_call = lambda s: bool(ckpt_every and s % ckpt_every == 0) or s == halt
 
-  def flush():
-    nonlocal clock, train_time, train_examples
-    record = interval.flush(spe, guard)
+  def flush(upto=None):
+    nonlocal clock, train_time
+    record = interval.flush(spe, guard, upto)
     if record is None:
       return
     log.write(record)
     now = time.time()
-    if clock is not None:
-      train_time += now - clock
-      train_examples += record['examples']
+    train_time += now - clock
     clock = now
     rate = train_examples / train_time if train_time > 0 else float('nan')
     remaining = (total_steps - record['step']) * (t.batch_size / rate if rate == rate and rate else 0)
@@ -239,24 +257,36 @@ def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
 
   for epoch in range(meta['epoch'], epochs if meta.get('stopped_by') is None else 0):
     start = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
-    batches = prefetch(sampler_lib.with_item_inputs(b, data) for b in sampler.batches(epoch, start))
-    for i, host_batch in enumerate(batches, start=start):
-      global_step = epoch * spe + i
-      dstate, m = runner.step(dstate, runner.put_batch(host_batch), jax.random.fold_in(key, global_step))
-      interval.add(global_step + 1, epoch, m, int(host_batch['weight'].sum()))
-      if clock is None:
+    calls = sampler.calls(epoch, start, per_call, ends_call)  # [n, B] batches per call
+    if items is None:
+      calls = ((i, sampler_lib.with_item_inputs(b, data)) for i, b in calls)
+    for i, host_batches in prefetch(calls):
+      n, first = len(host_batches['weight']), epoch * spe + i
+      compiles = n not in compiled
+      if compiles and clock is not None:
+        jax.block_until_ready(dstate)
+        train_time += time.time() - clock
+      dstate, m = runner.step(dstate, runner.put_batch(host_batches), items, key, first)
+      examples = host_batches['weight'].sum(axis=1)
+      for j in range(n):
+        interval.add(first + j + 1, epoch, m, j, int(examples[j]))
+      if compiles:
         jax.block_until_ready(m)
-        interval.flush(spe, guard)  # the compiling step: checked, not timed
+        compiled.add(n)
         clock = time.time()
-      if (global_step + 1) % log_every == 0:
+      else:
+        train_examples += int(examples.sum())
+      global_step = first + n  # steps done
+      for s in range(first + 1, global_step + 1):
+        if s % log_every == 0:
+          flush(s)
+      if ends_call(global_step) or (halt and global_step >= halt):
         flush()
-      if (ckpt_every and (global_step + 1) % ckpt_every == 0) or (halt and global_step + 1 >= halt):
-        flush()
-        save(epoch, i + 1, global_step + 1)
-      if halt and global_step + 1 >= halt:
+        save(epoch, i + n, global_step)
+      if halt and global_step >= halt:
         checkpoints.close()
         best_checkpoint.close()
-        return {'halted_at_step': global_step + 1}
+        return {'halted_at_step': global_step}
     flush()
 
     done = epoch + 1
@@ -302,7 +332,8 @@ def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
       'epochs_trained': meta['epoch'], 'stopped_by': meta['stopped_by'],
       'dataset': data.stats, 'config': config.to_dict(), 'encoder': model.spec.encoder,
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
-      'train_examples_per_second': train_examples / train_time if train_time else None,
+      # None when every call compiled (untimed), e.g. one call per epoch and one epoch
+      'train_examples_per_second': train_examples / train_time if train_examples else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,
       'devices': device_info(t.parallel), 'steps': meta['epoch'] * spe, 'init_from': meta.get('init_from'),
       'session_wall_seconds': time.time() - wall_start,

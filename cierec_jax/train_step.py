@@ -128,3 +128,34 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
 
 def make_train_step(model, tx, l2, axis_name=None):
   return functools.partial(train_step, model=model, tx=tx, l2=l2, axis_name=axis_name)
+
+
+def scan_steps(step_fn, item_inputs=None):
+  """Several optimizer steps per device call (`train.steps_per_call`).
+
+  Returns call(state, batches, items, key, first_step) -> (state, metrics):
+  a lax.scan of `step_fn` over batches stacked [n, B, ...]; metrics are
+  stacked [n]. Step i uses the rng fold_in(key, first_step + i), exactly as one
+  step per call does. `item_inputs(batch, items)` adds each batch's item inputs
+  inside the step from item tables held on the device (items=None: the batches
+  carry them).
+  """
+  def call(state, batches, items, key, first_step):
+    def one(state, xs):
+      i, batch = xs
+      if items is not None:
+        batch = item_inputs(batch, items)
+      return step_fn(state, batch, jax.random.fold_in(key, first_step + i))
+    n = jax.tree.leaves(batches)[0].shape[0]
+    return jax.lax.scan(one, state, (jnp.arange(n), batches))
+  return call
+
+
+def steps_per_call(setting: int, spec, steps_per_epoch: int) -> int:
+  """train.steps_per_call, or for 0 (auto): 1 for image encoders, whose step
+  dwarfs a dispatch, else up to 256 (embedding models' steps take microseconds)."""
+  if setting < 0:
+    raise ValueError(f'train.steps_per_call={setting}: expected 0 (auto) or a positive count')
+  if setting:
+    return setting
+  return 1 if spec.encoder == 'resnet18' else min(256, steps_per_epoch)

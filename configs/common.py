@@ -46,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
   # synthetic world's pretrained encoder, python -m cierec_jax.pretrain, made on demand).
   c.model.encoder_init = ''
   c.model.freeze_encoder = False  # resnet18 only: keep the encoder's weights and BatchNorm statistics fixed
+  # How ResNet18 computes its convolutions and max-pool (same params, same results):
+  # auto (patches on CPU, XLA's own ops on GPU/TPU) | xla | patches (models/conv_ops.py)
+  c.model.conv_impl = 'auto'
   c.model.gate_activation = 'sigmoid'  # sigmoid | identity
   c.model.gr_actions = (0.2, 0.4, 0.6, 0.8, 1.0)
   # Training drops each item's annotation with this probability (models that
@@ -93,6 +96,14 @@ def base_config() -> ml_collections.ConfigDict:
   # shapes match are copied). Empty: AMF, AMR and DropoutNet train their
   # pretrained stage in <workdir>/stage_<name> first (cierec_jax/stages.py).
   c.train.init_from = ''
+  # Optimizer steps per device call (a lax.scan over stacked batches); 0: auto,
+  # 1 for image encoders (a step dwarfs the dispatch), else up to 256. Results
+  # do not depend on it; calls end at epoch ends, checkpoints and the halt step.
+  c.train.steps_per_call = 0
+  # Item inputs (preloaded contents, annotation elements) up to this size stay
+  # on the device and are gathered inside the step; larger ones are gathered on
+  # the host per batch.
+  c.train.device_items_max_mb = 1024
 
   # Adagrad learning rate per Table II model, chosen on valid R@10 by
   # experiments/tune.py with the same 3-value budget for every model; used by the

@@ -118,13 +118,15 @@ def _short(data_dir, parallel, devices):
   tx = optim.create(c.train, s.steps_per_epoch)
   batches = [sampler_lib.with_item_inputs(b, data) for b in s.batches(0)][:3]
   state = train_step.create_state(model, tx, batches[0], 0)
-  fn = train_step.make_train_step(step_model, tx, c.train.l2, par.AXIS if parallel == 'pmap' else None)
+  fn = train_step.scan_steps(
+      train_step.make_train_step(step_model, tx, c.train.l2, par.AXIS if parallel == 'pmap' else None))
   runner = par.PmapRunner(fn, devices) if parallel == 'pmap' else par.JitRunner(fn, par.make_mesh(devices))
   st = runner.put_state(state)
   losses = []
   for i, b in enumerate(batches):
-    st, m = runner.step(st, runner.put_batch(b), jax.random.fold_in(jax.random.key(0), i))
-    losses.append(float(m['loss']))
+    stacked = {k: v[None] for k, v in b.items()}
+    st, m = runner.step(st, runner.put_batch(stacked), None, jax.random.key(0), i)
+    losses.append(float(m['loss'][0]))
   params = flax.traverse_util.flatten_dict(jax.device_get(runner.get_state(st).params), sep='/')
   return np.array(losses), params
 
@@ -174,3 +176,62 @@ def test_main_cli(tmp_path):
   assert bad.stderr.strip().splitlines()[-1].startswith(
       'error: invalid config (2 problems): train.epochs=0 (expected an integer >= 1); '
       'train.lr=-1.0 (expected a finite number > 0)'), bad.stderr
+
+
+def test_steps_per_call_and_device_items_give_the_one_step_results(tmp_path):
+  """MF: 4 steps per call with item inputs gathered on the device, halted
+  inside a call's span and resumed mid-epoch, equals one step per call with
+  host-gathered inputs (the path before train.steps_per_call)."""
+  data_dir = str(tmp_path / 'data')
+
+  def config(**overrides):
+    c = _config(data_dir, log_every_steps=3, **overrides)
+    c.model.name = 'mf'
+    return c
+  one = train.train_and_evaluate(config(steps_per_call=1, device_items_max_mb=0), str(tmp_path / 'one'))
+  assert train.train_and_evaluate(config(steps_per_call=4, halt_after_steps=5),
+                                  str(tmp_path / 'four')) == {'halted_at_step': 5}
+  four = train.train_and_evaluate(config(steps_per_call=4), str(tmp_path / 'four'))
+  for split in ('valid', 'test'):
+    for subset in ('all', 'cold', 'warm'):
+      for metric, v in one[split][subset].items():
+        if isinstance(v, dict):  # recall@K, ndcg@K: {mean, std}
+          np.testing.assert_allclose(four[split][subset][metric]['mean'], v['mean'], atol=1e-4,
+                                     err_msg=f'{split} {subset} {metric}')
+  a, b = _final_params(str(tmp_path / 'one')), _final_params(str(tmp_path / 'four'))
+  for k in a:
+    np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-6, err_msg=k)
+  records = lambda run: [r for r in map(json.loads, open(tmp_path / run / 'metrics.jsonl'))
+                         if r['kind'] == 'train']
+  # Each step is logged as without calls; the halt adds a record at step 5.
+  four_logged, one_logged = records('four'), records('one')
+  assert [r['step'] for r in four_logged] == sorted([r['step'] for r in one_logged] + [5])
+  later = lambda rs: [r['loss'] for r in rs if r['step'] > 6]  # same intervals again
+  np.testing.assert_allclose(later(four_logged), later(one_logged), rtol=1e-4)
+
+
+def test_one_call_of_several_steps_equals_single_steps():
+  """CIERec (features): the policies' state, their sampled actions and the
+  dropout stream carry across the steps of one call as across calls."""
+  from cierec_jax import optim, parallel as par, train_step  # pylint: disable=g-import-not-at-top
+  from tests import model_helpers  # pylint: disable=g-import-not-at-top
+  model = model_helpers.make(modality='features')
+  batches = [model_helpers.batch(8, modality='features', seed=s) for s in range(4)]
+  tx = optim.create(tiny.config('unused').train, 4)
+  # jit: one compilation instead of op-by-op; host arrays, as calls donate the state
+  state = jax.device_get(jax.jit(lambda b: train_step.create_state(model, tx, b, 0))(batches[0]))
+  runner = par.JitRunner(train_step.scan_steps(train_step.make_train_step(model, tx, 1e-4)),
+                         par.make_mesh(jax.devices()[:1]))
+  stack = lambda bs: runner.put_batch({k: np.stack([b[k] for b in bs]) for k in bs[0]})
+  key = jax.random.key(3)
+  single, losses = runner.put_state(state), []
+  for i, b in enumerate(batches):
+    single, m = runner.step(single, stack([b]), None, key, 10 + i)
+    losses.append(m)
+  calls, m4 = runner.step(runner.put_state(state), stack(batches), None, key, 10)
+  for k in ('loss', 'action_v', 'action_s', 'dqn'):
+    np.testing.assert_allclose(m4[k], np.concatenate([m[k] for m in losses]), rtol=1e-5, err_msg=k)
+  flat = lambda s: flax.traverse_util.flatten_dict(jax.device_get(s.params), sep='/')
+  for k, v in flat(single).items():
+    np.testing.assert_allclose(flat(calls)[k], v, rtol=1e-5, atol=1e-7, err_msg=k)
+  np.testing.assert_allclose(calls.policy_state, single.policy_state, rtol=1e-5)

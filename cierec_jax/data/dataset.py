@@ -44,8 +44,12 @@ class ItemStore:
 
   def content(self, ids: np.ndarray) -> np.ndarray:
     """What the encoder consumes: normalised float32 images, or float32 features."""
-    x = self.raw(ids)
-    return images.normalize(x) if self.modality == raw_lib.IMAGE else x.astype(np.float32)
+    return model_content(self.raw(ids), self.modality)
+
+
+def model_content(raw, modality: str):
+  """uint8 images -> normalised float32; features -> float32. numpy or jax arrays."""
+  return images.normalize(raw) if modality == raw_lib.IMAGE else raw.astype(np.float32)
 
 
 @dataclasses.dataclass

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from cierec_jax.models import conv_ops
+
 NAMES = ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec')  # built by recommender.Recommender
 BACKBONES = ('mf', 'vbpr')
 ENCODERS = ('auto', 'resnet18', 'features')
@@ -27,6 +29,7 @@ class ModelSpec:
   feature_dim: int
   encoder: str | None  # 'resnet18' | 'features' | None (no content encoder)
   encoder_width: int
+  conv_impl: str  # how the encoder computes (models/conv_ops.py); never changes results
   gate_activation: str
   gr_actions: tuple
   uses_q: bool = False
@@ -107,10 +110,12 @@ def plain(model, *, num_users: int, num_items: int, num_elements: int, modality:
                        f'model.name={model.name!r} reads {encoder or "no content"} here '
                        '(pre-extracted features are already frozen)')
     flags['frozen'] = tuple(flags.get('frozen', ())) + ('encoder',)
+  conv_ops.resolve(model.conv_impl)  # a bad value fails here, naming the field
   return ModelSpec(
       name=name or model.name, num_users=num_users, num_items=num_items, num_elements=num_elements,
       embed_dim=int(model.embed_dim), feature_dim=int(model.feature_dim), encoder=encoder,
-      encoder_width=int(model.encoder_width), gate_activation=model.gate_activation,
+      encoder_width=int(model.encoder_width), conv_impl=str(model.conv_impl),
+      gate_activation=model.gate_activation,
       gr_actions=tuple(float(a) for a in model.gr_actions), **flags)
 
 
