@@ -12,6 +12,7 @@ import math
 from cierec_jax.data import amazon_cds
 from cierec_jax.data import load
 from cierec_jax.data import synthetic
+from cierec_jax.models import conv_ops
 from cierec_jax.models import gates
 from cierec_jax.models import registry
 from cierec_jax.models import spec
@@ -129,6 +130,7 @@ FIELDS = {
     'model.adv_epsilon': number(ge=0),
     'model.freeze_encoder': boolean,
     'model.encoder_init': text(),
+    'model.conv_impl': one_of(conv_ops.CONV_IMPLS),
 
     # the synthetic pretraining corpus (cierec_jax.pretrain)
     'pretrain.seed': integer(lo=0),
@@ -156,7 +158,9 @@ FIELDS = {
     'train.halt_after_steps': integer(lo=0),
     'train.max_loss': number(ge=0),
     # Fields other branches add: checked once merged (skipped while absent).
-    'train.steps_per_call': integer(lo=1),
+    'train.steps_per_call': integer(lo=0),  # 0: auto
+    'train.device_items_max_mb': number(ge=0),
+    'train.init_from': text(),
     'train.patience': integer(lo=0),
 
     'eval.num_negatives': integer(lo=1),
