@@ -3,7 +3,7 @@
   python -m experiments.tune --config=configs/default.py --workdir=runs/paper
 
 Trains each Table II model (seed 0, early stopping on valid) at each `--lrs`
-value, then extends that model's grid one step along LADDER past any edge
+value, then extends that model's grid one step along lr_ladder.LADDER past any edge
 where its best value sits, until the best is inside the grid or the ladder
 (the paper's 1e-4 ... 0.5) ends; such a model is flagged. Writes tune.md /
 tune.csv (valid Recall@10 (all) at the best epoch per value tried) and prints
@@ -20,6 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import grid
+from experiments import lr_ladder
 from experiments import paper_rows
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py', 'Dataset config.')
@@ -28,35 +29,6 @@ _LRS = flags.DEFINE_list('lrs', ['0.01', '0.02', '0.05'], 'Adagrad learning rate
 _MODELS = flags.DEFINE_list('models', [], 'Table II labels to tune (default: all).')
 _ROUNDS = flags.DEFINE_integer('max_extensions', 12, 'Grid extensions per model at most.')
 _QUICK = flags.DEFINE_bool('quick', False, 'One epoch per run: a smoke run.')
-
-# The paper's range for the Adagrad learning rate, on a 1-2-5 log ladder.
-LADDER = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
-
-
-def extend(tried: dict) -> list:
-  """tried: {lr: valid score} -> the ladder values to add, [] when the best is
-  inside the grid or at an end of the ladder."""
-  lrs = sorted(tried)
-  best = best_lr(tried)
-  below = [x for x in LADDER if x < lrs[0]]
-  above = [x for x in LADDER if x > lrs[-1]]
-  if best == lrs[0] and below:
-    return [below[-1]]
-  if best == lrs[-1] and above:
-    return [above[0]]
-  return []
-
-
-def at_edge(tried: dict) -> bool:
-  """Whether the best value is the smallest or the largest tried."""
-  lrs = sorted(tried)
-  return best_lr(tried) in (lrs[0], lrs[-1])
-
-
-def best_lr(tried: dict) -> float:
-  """The rate with the best valid score; ties: the smaller rate."""
-  return max(sorted(tried), key=lambda lr: (tried[lr], -lr))
-
 
 def sweep(config, models, lrs, root: str, quick: bool = False, max_extensions: int = 12) -> dict:
   """{label: {lr: valid R@10}} after extending every model's grid past its edges.
@@ -76,7 +48,7 @@ def sweep(config, models, lrs, root: str, quick: bool = False, max_extensions: i
     results = grid.run_grid(config, list(runs), root, quick=quick)
     for run, (label, lr) in runs.items():
       tried[label][lr] = results[run]['valid']['all']['recall@10']['mean']
-    pending = {label: extend(values) for label, values in tried.items()}
+    pending = {label: lr_ladder.extend(values) for label, values in tried.items()}
   return tried
 
 
@@ -90,14 +62,14 @@ def main(_):
                 _ROUNDS.value)
   for label, o in models:
     if label in tried:
-      config.tuned_lr[paper_rows.model_key(o)] = best_lr(tried[label])
+      config.tuned_lr[paper_rows.model_key(o)] = lr_ladder.best_lr(tried[label])
   tried.update(sweep(config, staged, lrs, _WORKDIR.value, _QUICK.value, _ROUNDS.value))
   rows, best = [], {}
   for label, o in models:
     values = tried[label]
-    chosen = best_lr(values)
+    chosen = lr_ladder.best_lr(values)
     best[paper_rows.model_key(o)] = chosen
-    edge = at_edge(values)
+    edge = lr_ladder.at_edge(values)
     rows.append((label, [', '.join(f'{lr:g}: {values[lr]:.4f}' for lr in sorted(values)), f'{chosen:g}',
                          'EDGE' if edge else 'inside']))
     if edge:

@@ -106,13 +106,13 @@ def test_tune_quick(tmp_path):
 
 
 def test_tune_extends_a_grid_past_the_edge_its_best_sits_on():
-  from experiments import tune  # pylint: disable=g-import-not-at-top
-  assert tune.extend({0.01: 0.2, 0.02: 0.3, 0.05: 0.4}) == [0.1]
-  assert tune.extend({0.01: 0.5, 0.02: 0.3, 0.05: 0.4}) == [0.005]
-  assert tune.extend({0.01: 0.2, 0.02: 0.5, 0.05: 0.4}) == []
-  assert tune.extend({0.2: 0.2, 0.5: 0.4}) == []  # the ladder ends at the paper's 0.5
-  assert tune.at_edge({0.2: 0.2, 0.5: 0.4}) and not tune.at_edge({0.01: 0.2, 0.02: 0.5, 0.05: 0.4})
-  assert tune.extend({0.01: 0.3, 0.02: 0.3}) == [0.005]  # a tie picks the smaller rate
+  from experiments import lr_ladder  # pylint: disable=g-import-not-at-top
+  assert lr_ladder.extend({0.01: 0.2, 0.02: 0.3, 0.05: 0.4}) == [0.1]
+  assert lr_ladder.extend({0.01: 0.5, 0.02: 0.3, 0.05: 0.4}) == [0.005]
+  assert lr_ladder.extend({0.01: 0.2, 0.02: 0.5, 0.05: 0.4}) == []
+  assert lr_ladder.extend({0.2: 0.2, 0.5: 0.4}) == []  # the ladder ends at the paper's 0.5
+  assert lr_ladder.at_edge({0.2: 0.2, 0.5: 0.4}) and not lr_ladder.at_edge({0.01: 0.2, 0.02: 0.5, 0.05: 0.4})
+  assert lr_ladder.extend({0.01: 0.3, 0.02: 0.3}) == [0.005]  # a tie picks the smaller rate
 
 
 def test_runs_share_workdirs_by_label_rate_and_seed():
