@@ -1,20 +1,35 @@
 """Orbax checkpoints in workdir/checkpoints: train state + sampler position + config."""
 
 import os
+import shutil
+import sys
 
 import orbax.checkpoint as ocp
+
+from cierec_jax.config_checks import ConfigError
+
+# What orbax names a step folder while it is being written.
+UNFINISHED = '.orbax-checkpoint-tmp'
 
 # Fields whose change alters parameter shapes or the data the state was fit to.
 SHAPE_FIELDS = ('model.name', 'model.backbone', 'model.ci', 'model.ta', 'model.gr', 'model.pi',
                 'model.embed_dim', 'model.feature_dim', 'model.encoder', 'model.encoder_width',
-                'model.gr_actions', 'dataset_fingerprint')
+                'model.gr_actions', 'model.tower_dims', 'dataset_fingerprint')
 
 
 class Checkpointer:
   """Saves (state, meta) at a global step; meta is JSON (epoch, position, config, best)."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 2, name: str = 'checkpoints'):
+  def __init__(self, workdir: str, max_to_keep: int = 2, name: str = 'checkpoints',
+               remove_unfinished: bool = False):
+    """remove_unfinished: delete step folders a crashed save left half-written
+    (only for the run that holds the workdir lock)."""
     self.directory = os.path.abspath(os.path.join(workdir, name))
+    if remove_unfinished and os.path.isdir(self.directory):
+      for entry in os.listdir(self.directory):
+        if UNFINISHED in entry:
+          print(f'removing the unfinished checkpoint {entry} in {self.directory}', file=sys.stderr)
+          shutil.rmtree(os.path.join(self.directory, entry))
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'meta'),
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
@@ -44,6 +59,7 @@ class Checkpointer:
 def shape_signature(config, fingerprint: str) -> dict:
   sig = {f: config.model[f.split('.')[1]] for f in SHAPE_FIELDS if f.startswith('model.')}
   sig['model.gr_actions'] = [float(a) for a in sig['model.gr_actions']]
+  sig['model.tower_dims'] = [int(w) for w in sig['model.tower_dims']]
   sig['dataset_fingerprint'] = fingerprint
   return sig
 
@@ -52,5 +68,5 @@ def check_compatible(saved: dict, new: dict, directory: str):
   """Refuses to resume a state trained with another model shape or dataset."""
   diffs = [f'{k}: saved {saved.get(k)!r}, now {new.get(k)!r}' for k in new if saved.get(k) != new.get(k)]
   if diffs:
-    raise ValueError(f'{directory} holds a run whose model or data differ from this config ('
+    raise ConfigError(f'{directory} holds a run whose model or data differ from this config ('
                      + '; '.join(diffs) + '). Use a new --workdir, or restore those fields.')

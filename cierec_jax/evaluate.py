@@ -1,10 +1,14 @@
-"""Sampled-candidate ranking evaluation (DESIGN 6): all / cold / warm subsets.
+"""Sampled-candidate ranking evaluation (DESIGN 6).
 
 Per user and repeat the candidates are the user's positives in the split
-(restricted to the subset) plus that repeat's fixed negatives. Encoder outputs
-are computed once per item per evaluation; scores come from the model's
-scoring function. Each user's positives are scored once and shared by the
-repeats.
+(restricted to the subset) plus that repeat's fixed negatives. Subsets:
+`all`; `cold` / `warm`, the paper's partition of users (a user's candidates
+are all their positives), so All = w * Cold + (1 - w) * Warm exactly, w the
+cold users' share of evaluated users; `cold_item` / `warm_item`, the item
+partition (a user's cold-item positives, or warm-item positives). Encoder
+outputs are computed once per item per evaluation; scores come from the
+model's scoring function. Each user's positives are scored once and shared by
+the repeats.
 """
 
 import dataclasses
@@ -19,18 +23,21 @@ from cierec_jax import metrics as metrics_lib
 from cierec_jax import parallel
 from cierec_jax.data import raw as raw_lib
 
-SUBSETS = ('all', 'cold', 'warm')
+SUBSETS = ('all', 'cold', 'warm', 'cold_item', 'warm_item')
+USER_SUBSETS = {'cold': True, 'warm': False}  # subset -> the users' cold flag
 SPLITS = {'valid': raw_lib.VALID, 'test': raw_lib.TEST}
 
 
 @dataclasses.dataclass
 class SplitCandidates:
   """users: [n] users with a positive in the split; pos: [n, P] int32 padded;
-  pos_mask, pos_cold: [n, P] bool; negatives: [n, R, K] int32."""
+  pos_mask, pos_cold: [n, P] bool (pos_cold: a cold item); user_cold: [n] bool;
+  negatives: [n, R, K] int32."""
   users: np.ndarray
   pos: np.ndarray
   pos_mask: np.ndarray
   pos_cold: np.ndarray
+  user_cold: np.ndarray
   negatives: np.ndarray
 
 
@@ -45,34 +52,46 @@ def split_candidates(data, split: int) -> SplitCandidates:
     pos[row, :n] = items[a:a + n]
     mask[row, :n] = True
   return SplitCandidates(users=present.astype(np.int32), pos=pos, pos_mask=mask,
-                         pos_cold=data.cold[pos] & mask, negatives=data.negatives[present])
+                         pos_cold=data.cold[pos] & mask, user_cold=data.user_cold[present],
+                         negatives=data.negatives[present])
 
 
-def subset_masks(pos_mask, pos_cold):
-  """[S, B, P] which positives each subset keeps."""
-  return jnp.stack([pos_mask, pos_cold, pos_mask & ~pos_cold])
+def subset_masks(pos_mask, pos_cold, user_cold):
+  """[S, B, P] which positives each subset (SUBSETS order) keeps.
+
+  pos_mask, pos_cold: [B, P] bool; user_cold: [B] bool."""
+  xp = jnp if isinstance(pos_mask, jax.Array) else np
+  by_user = {'cold': user_cold[:, None], 'warm': ~user_cold[:, None]}
+  by_item = {'all': True, 'cold_item': pos_cold, 'warm_item': ~pos_cold}
+  return xp.stack([pos_mask & (by_user[n] if n in by_user else by_item[n]) for n in SUBSETS])
 
 
-def candidate_metrics(pos_scores, neg_scores, pos_mask, pos_cold, ks) -> dict:
+def candidate_metrics(pos_scores, neg_scores, pos_mask, pos_cold, user_cold, ks) -> dict:
   """Each (repeat, subset)'s per-user metrics, as a pure function of scores.
 
-  pos_scores: [B, P]; neg_scores: [B, R, K]; pos_mask, pos_cold: [B, P] bool.
-  Returns recall, ndcg: [B, R, S, len(ks)] and num_pos: [B, R, S].
+  pos_scores: [B, P]; neg_scores: [B, R, K]; pos_mask, pos_cold: [B, P] bool;
+  user_cold: [B] bool. Returns recall, ndcg: [B, R, S, len(ks)] and num_pos:
+  [B, R, S], S in SUBSETS order; a user outside a subset has num_pos 0.
   """
   b, p = pos_scores.shape
   r, k = neg_scores.shape[1:]
-  keep = subset_masks(pos_mask, pos_cold)
+  keep = subset_masks(pos_mask, pos_cold, user_cold)
   labels = jnp.concatenate([jnp.ones((b, p), bool), jnp.zeros((b, k), bool)], axis=1)
+  ranked = [n for n in SUBSETS if n not in USER_SUBSETS]
   recall, ndcg, num = [], [], []
   for rep in range(r):
     s = jnp.concatenate([pos_scores, neg_scores[:, rep]], axis=1)
-    out = []
-    for sub in range(len(SUBSETS)):
-      valid = jnp.concatenate([keep[sub], jnp.ones((b, k), bool)], axis=1)
-      out.append(metrics_lib.ranking_metrics(s, labels, valid, ks))
-    recall.append(jnp.stack([o[0] for o in out], 1))
-    ndcg.append(jnp.stack([o[1] for o in out], 1))
-    num.append(jnp.stack([o[2] for o in out], 1))
+    out = {}
+    for name in ranked:
+      valid = jnp.concatenate([keep[SUBSETS.index(name)], jnp.ones((b, k), bool)], axis=1)
+      out[name] = metrics_lib.ranking_metrics(s, labels, valid, ks)
+    # A user subset keeps all of a user's positives: its users' 'all' metrics.
+    for name, flag in USER_SUBSETS.items():
+      rec, nd, n = out['all']
+      out[name] = (rec, nd, jnp.where(user_cold == flag, n, 0))
+    recall.append(jnp.stack([out[n][0] for n in SUBSETS], 1))
+    ndcg.append(jnp.stack([out[n][1] for n in SUBSETS], 1))
+    num.append(jnp.stack([out[n][2] for n in SUBSETS], 1))
   return {'recall': jnp.stack(recall, 1), 'ndcg': jnp.stack(ndcg, 1), 'num_pos': jnp.stack(num, 1)}
 
 
@@ -87,7 +106,7 @@ class Evaluator:
     self.ks = tuple(int(k) for k in eval_config.ks)
     self.batch_size = int(eval_config.batch_size)
     self.encode_batch = int(eval_config.encode_batch_size)
-    self.lengths = data.item_lengths if eval_config.annotations else np.zeros_like(data.item_lengths)
+    self.annotations = bool(eval_config.annotations)
     self.place = place or (lambda batch: batch)
     self.splits = {name: split_candidates(data, s) for name, s in SPLITS.items()}
     self._encode = jax.jit(lambda v, x: model.apply(v, x, False, method='encode'))
@@ -107,8 +126,9 @@ class Evaluator:
       self.compile_seconds += time.perf_counter() - start
     return self._executables[key](*args)
 
-  def item_table(self, variables):
-    """Encodes every item once (inference mode) and builds the per-item table."""
+  def item_table(self, variables, annotations: bool = True):
+    """Encodes every item once (inference mode) and builds the per-item table;
+    annotations=False withholds every item's annotation (lengths 0)."""
     e = None
     if self.model.spec.encoder is not None:
       n = self.data.num_items
@@ -119,8 +139,9 @@ class Evaluator:
         x = self.data.items.content(np.concatenate([ids, np.zeros(pad, ids.dtype)]))
         chunks.append(self._run(self._encode, variables, x)[:len(ids)])
       e = jnp.concatenate(chunks)
+    lengths = self.data.item_lengths if annotations else np.zeros_like(self.data.item_lengths)
     return self._run(self._table, variables, e, jnp.asarray(self.data.item_elements),
-                     jnp.asarray(self.lengths))
+                     jnp.asarray(lengths))
 
   def _score_batch(self, variables, table, batch):
     """Scores [B, P + R*K] candidates and the per-user metrics of every
@@ -140,24 +161,29 @@ class Evaluator:
     else:
       scores = self.model.apply(variables, batch['users'], cands, table, method='score_candidates')
     out = candidate_metrics(scores[:, :p], scores[:, p:].reshape(b, r, k), batch['pos_mask'],
-                            batch['pos_cold'], self.ks)
+                            batch['pos_cold'], batch['user_cold'], self.ks)
     return dict(out, scores=scores)
 
-  def __call__(self, variables, split: str, dump_dir: str | None = None) -> dict:
+  def __call__(self, variables, split: str, dump_dir: str | None = None,
+               annotations: bool | None = None) -> dict:
     """Returns {subset: {'recall@K': {'mean', 'std'}, 'ndcg@K': ...}, 'users': n} and
     throughput; writes per-(subset, repeat) npz files under dump_dir when given.
 
+    annotations: whether scoring reads the items' annotations (default:
+    eval.annotations); False is the privileged-information setting.
+
     In a multi-process run each process scores its share of the users on its
     own devices (`parallel.process_rows`) and every process gets all users'
-    metrics; process 0 writes the dump."""
+    metrics; process 0 writes the dump.
+    """
     start, compile_before = time.perf_counter(), self.compile_seconds
     variables = parallel.local_replica(variables)
-    table = self.item_table(variables)
+    table = self.item_table(variables, self.annotations if annotations is None else annotations)
     c = self.splits[split]
     n, bs = len(c.users), self.batch_size
     rows = parallel.process_rows(n)  # this process's users
     fields = {'users': c.users, 'pos': c.pos, 'pos_mask': c.pos_mask, 'pos_cold': c.pos_cold,
-              'negatives': c.negatives}
+              'user_cold': c.user_cold, 'negatives': c.negatives}
     acc = {'recall': [], 'ndcg': [], 'num_pos': [], 'scores': []}
     for a in range(0, len(rows), bs):
       idx = rows[np.arange(a, a + bs) % len(rows)]  # the last batch wraps; extra rows are cut
@@ -183,17 +209,18 @@ class Evaluator:
 def aggregate(recall, ndcg, num_pos, ks) -> dict:
   """Means over users with a positive in the subset, then mean/std over repeats.
 
-  recall, ndcg: [n, R, S, len(ks)]; num_pos: [n, R, S].
+  recall, ndcg: [n, R, S, len(ks)]; num_pos: [n, R, S]. A subset without users
+  (e.g. no cold user has a valid interaction) has mean and std None.
   """
   out = {}
   for s, name in enumerate(SUBSETS):
-    has = num_pos[:, :, s] > 0  # [n, R]
+    has = num_pos[:, :, s] > 0  # [n, R]; the same users in every repeat
     entry = {'users': int(has[:, 0].sum())}
     for metric, values in (('recall', recall), ('ndcg', ndcg)):
       for j, k in enumerate(ks):
-        per_repeat = [values[has[:, r], r, s, j].mean() if has[:, r].any() else float('nan')
-                      for r in range(values.shape[1])]
-        entry[f'{metric}@{k}'] = {'mean': float(np.mean(per_repeat)), 'std': float(np.std(per_repeat))}
+        per_repeat = [values[has[:, r], r, s, j].mean() for r in range(values.shape[1]) if has[:, r].any()]
+        entry[f'{metric}@{k}'] = ({'mean': float(np.mean(per_repeat)), 'std': float(np.std(per_repeat))}
+                                  if per_repeat else {'mean': None, 'std': None})
     out[name] = entry
   return out
 
@@ -203,7 +230,7 @@ def dump(folder: str, c: SplitCandidates, scores: np.ndarray):
   os.makedirs(folder, exist_ok=True)
   n, p = c.pos.shape
   r, k = c.negatives.shape[1:]
-  keep = np.asarray(subset_masks(c.pos_mask, c.pos_cold))
+  keep = subset_masks(c.pos_mask, c.pos_cold, c.user_cold)
   for s, name in enumerate(SUBSETS):
     for rep in range(r):
       cands = np.concatenate([c.pos, c.negatives[:, rep]], axis=1)

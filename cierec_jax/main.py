@@ -2,6 +2,9 @@
 
   python -m cierec_jax.main --config=configs/default.py --workdir=runs/default \
       --config.model.gr=False
+
+A refused input (config, raw data, busy workdir) or a diverged run prints one
+line and exits with status 1; --verbose adds the traceback.
 """
 
 from absl import app
@@ -9,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from cierec_jax import cli
 from cierec_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
@@ -24,4 +28,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(cli.reporting_user_errors(main))

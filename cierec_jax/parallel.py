@@ -1,10 +1,19 @@
-"""Running the train step on many devices and processes: jit over a mesh (default) or pmap.
+"""Running train calls on many devices and processes: jit over a mesh (default) or pmap.
 
+A call (`train_step.scan_steps`) is call(state, batches, items, key,
+first_step): batches are stacked [n, B, ...] (n steps per call), items the
+item tables gathered inside the step (or None).
 jit: a 1-D ('data',) mesh over all devices (AxisType.Auto: explicit meshes
-break linen's Embed), batch sharded on 'data', state replicated and donated.
-Multi-host: each process passes only its shard of the batch and
-`make_array_from_process_local_data` assembles the global array.
-pmap: the same step with axis_name='data' and pmean, state replicated per device.
+break linen's Embed), batches sharded on 'data' (their axis 1), state and
+items replicated, state donated. Multi-host: each process passes only its
+shard of the batches and `make_array_from_process_local_data` assembles the
+global array.
+pmap: the same step with axis_name='data' and psum, state and items
+replicated per device.
+
+Processes: `initialize` joins a multi-process run; process 0 writes
+(`is_writer`); `process_rows` / `gather_rows` split work such as evaluation
+across processes.
 
 `ShardedSum` makes a step's result independent of the device count: the
 batch is cut into a fixed number of logical shards, each shard's gradient is
@@ -73,6 +82,16 @@ def barrier(name: str):
   """Waits until every process reaches this point (a no-op with one process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def failed_processes(failed: bool) -> list[int]:
+  """Every process says whether it failed; returns the ids of those that did,
+  the same list on every process, so that all stop together rather than wait
+  in a collective for one that has stopped."""
+  if jax.process_count() == 1:
+    return [0] if failed else []
+  flags = np.asarray(multihost_utils.process_allgather(np.array([failed])))
+  return [p for p, f in enumerate(flags.reshape(-1)) if f]
 
 
 def process_rows(n: int) -> np.ndarray:
@@ -207,39 +226,47 @@ def _pairwise_sum(x):
 class JitRunner:
   """jax.jit over a mesh; the state lives replicated on all devices."""
 
-  def __init__(self, step_fn, mesh: Mesh):
+  def __init__(self, call_fn, mesh: Mesh):
     self.mesh = mesh
     self.replicated = NamedSharding(mesh, P())
-    self.sharded = NamedSharding(mesh, P(AXIS))
-    self._step = jax.jit(step_fn, in_shardings=(self.replicated, self.sharded, self.replicated),
-                         out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+    self.sharded = NamedSharding(mesh, P(None, AXIS))
+    r = self.replicated
+    self._step = jax.jit(call_fn, in_shardings=(r, self.sharded, r, r, r), out_shardings=(r, r),
+                         donate_argnums=(0,))
 
   def put_state(self, state):
     """Replicates a host or single-device state (the same on every process) over the mesh."""
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)), state)
 
+  def put_items(self, tables: dict):
+    return jax.device_put(tables, self.replicated)
+
   def get_state(self, state):
     """The state as single-copy arrays (for checkpoints and evaluation)."""
     return state
 
-  def put_batch(self, local_batch: dict):
-    return {k: jax.make_array_from_process_local_data(self.sharded, v) for k, v in local_batch.items()}
+  def put_batch(self, local_batches: dict):
+    """{name: [n, local B, ...]} -> global arrays sharded on the batch axis."""
+    return {k: jax.make_array_from_process_local_data(self.sharded, v)
+            for k, v in local_batches.items()}
 
-  def step(self, state, batch, rng):
-    return self._step(state, batch, rng)
+  def step(self, state, batches, items, key, first_step: int):
+    """n steps; returns (state, metrics of [n] arrays)."""
+    return self._step(state, batches, items, key, np.int32(first_step))
 
 
 class PmapRunner:
-  """jax.pmap with pmean; the state carries a leading device axis.
+  """jax.pmap with psum; the state carries a leading device axis.
 
   devices: None maps over this process's devices, with collectives across
   all processes (multi-host pmap); a list pins them (tests)."""
 
-  def __init__(self, step_fn, devices=None):
+  def __init__(self, call_fn, devices=None):
+    self.devices = devices
     self.count = len(devices) if devices is not None else jax.local_device_count()
-    self._step = jax.pmap(step_fn, axis_name=AXIS, in_axes=(0, 0, None), devices=devices,
-                          donate_argnums=(0,))
+    self._step = jax.pmap(call_fn, axis_name=AXIS, in_axes=(0, 0, 0, None, None),
+                          devices=devices, donate_argnums=(0,))
 
   def put_state(self, state):
     n = self.count
@@ -248,10 +275,17 @@ class PmapRunner:
   def get_state(self, state):
     return jax.tree.map(lambda x: x[0], state)
 
-  def put_batch(self, local_batch: dict):
-    n = self.count
-    return {k: v.reshape((n, v.shape[0] // n) + v.shape[1:]) for k, v in local_batch.items()}
+  def put_items(self, tables: dict):
+    """One copy per device, placed once (an identity pmap) rather than per call."""
+    return jax.pmap(lambda x: x, devices=self.devices)(self.put_state(tables))
 
-  def step(self, state, batch, rng):
-    state, metrics = self._step(state, batch, rng)
+  def put_batch(self, local_batches: dict):
+    """{name: [n, B, ...]} -> [devices, n, B / devices, ...]."""
+    d = self.count
+    return {k: np.swapaxes(v.reshape((v.shape[0], d, v.shape[1] // d) + v.shape[2:]), 0, 1)
+            for k, v in local_batches.items()}
+
+  def step(self, state, batches, items, key, first_step: int):
+    """n steps; returns (state, metrics of [n] arrays)."""
+    state, metrics = self._step(state, batches, items, key, np.int32(first_step))
     return state, jax.tree.map(lambda x: x[0], metrics)

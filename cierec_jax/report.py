@@ -24,14 +24,15 @@ def table_row(name: str, test: dict, k: int = 10) -> str:
   for subset, _ in SUBSET_TITLES:
     for metric in ('recall', 'ndcg'):
       v = test[subset][f'{metric}@{k}']
-      cells.append(f"{v['mean']:.4f} ± {v['std']:.4f}")
+      cells.append('n/a (no users)' if v['mean'] is None else f"{v['mean']:.4f} ± {v['std']:.4f}")
   return f'| {name} | ' + ' | '.join(cells) + ' |'
 
 
-def table(name: str, test: dict, k: int = 10) -> str:
+def table(rows, k: int = 10) -> str:
+  """rows: [(name, test metrics)] -> the paper's Table II layout, one row each."""
   head = '| model | ' + ' | '.join(f'{t} R@{k} | {t} NDCG@{k}' for _, t in SUBSET_TITLES) + ' |'
   sep = '|' + '---|' * 7
-  return '\n'.join([head, sep, table_row(name, test, k)])
+  return '\n'.join([head, sep] + [table_row(name, test, k) for name, test in rows])
 
 
 class MetricsLog:
@@ -42,10 +43,10 @@ class MetricsLog:
 
   def truncate_after(self, step: int):
     """Drops lines past `step` (written by a run that stopped after its last
-    checkpoint) and the final test line (written again when the run ends)."""
+    checkpoint) and the final evaluations (written again when the run ends)."""
     if not os.path.exists(self.path):
       return
-    keep = [line for line in self.read() if line['step'] <= step and line['kind'] != 'test']
+    keep = [line for line in self.read() if line['step'] <= step and line['kind'] in ('train', 'valid')]
     tmp = self.path + '.tmp'
     with open(tmp, 'w') as f:
       f.writelines(json.dumps(x) + '\n' for x in keep)

@@ -1,7 +1,8 @@
 """The training loop: state, epochs, checkpoints, periodic evaluation, final report."""
 
+import contextlib
+import functools
 import json
-import math
 import os
 import queue
 import threading
@@ -12,17 +13,22 @@ import jax
 import numpy as np
 
 from cierec_jax import checkpoint as ckpt_lib
+from cierec_jax import config_checks
+from cierec_jax import divergence
 from cierec_jax import evaluate as eval_lib
+from cierec_jax import features as features_lib
 from cierec_jax import optim
 from cierec_jax import parallel
+from cierec_jax import pretrain
 from cierec_jax import report
+from cierec_jax import stages
 from cierec_jax import train_step as step_lib
+from cierec_jax import workdir_lock
 from cierec_jax.data import builder
 from cierec_jax.data import load
 from cierec_jax.data import sampler as sampler_lib
+from cierec_jax.models import encoder_weights
 from cierec_jax.models import registry
-
-PARALLEL_MODES = ('jit', 'pmap')
 
 
 def prefetch(iterator, size: int = 2):
@@ -54,66 +60,146 @@ def build_model(config, data, axis_name=None):
                          has_annotations=data.has_annotations, axis_name=axis_name)
 
 
+def init_encoder(state, tx, config, model):
+  """The state with its ResNet18 encoder (the `encoder` params subtree and its
+  BatchNorm statistics) read from model.encoder_init; unchanged without one."""
+  if model.spec.encoder != 'resnet18' or not config.model.encoder_init:
+    return state
+  if 'encoder' not in state.params:
+    raise ValueError(f'model.encoder_init: model.name={config.model.name!r} has no encoder '
+                     'params subtree to load into')
+  weights = pretrain.encoder_file(config)
+  loaded = encoder_weights.load(weights, {'params': state.params['encoder'],
+                                          'batch_stats': state.batch_stats['encoder']})
+  params = {**state.params, 'encoder': loaded['params']}
+  print(f'encoder: ResNet18 starts from {weights}', flush=True)
+  batch_stats = {**state.batch_stats, 'encoder': loaded['batch_stats']}
+  return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
+
+
 def device_info(mode: str, count: int) -> dict:
   return {'kind': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform,
           'count': count, 'process_count': jax.process_count(), 'parallel': mode}
 
 
 class _Interval:
-  """Step metrics since the last flush: checked for finiteness, then logged."""
+  """Step metrics since the last flush: checked by the divergence guard, then logged."""
 
   def __init__(self):
     self.items = []
     self.last_finite = None
 
-  def add(self, step, epoch, metrics, examples):
-    self.items.append((step, epoch, metrics, examples))
+  def add(self, step, epoch, call_metrics, index, examples):
+    """One step: its metrics are call_metrics[k][index] (a call's stacked metrics)."""
+    self.items.append((step, epoch, (call_metrics, index), examples))
 
-  def flush(self, steps_per_epoch):
-    """Returns one record averaging the interval, or None if empty; raises on non-finite loss."""
-    if not self.items:
+  def flush(self, steps_per_epoch, guard, upto=None):
+    """Returns one record averaging the interval's steps up to `upto` (all:
+    None), or None if there are none; raises DivergenceError at the first step
+    whose loss is non-finite or too large."""
+    items = [x for x in self.items if upto is None or x[0] <= upto]
+    if not items:
       return None
-    host = jax.device_get([m for _, _, m, _ in self.items])
-    for (step, epoch, _, _), m in zip(self.items, host):
-      if not math.isfinite(float(m['loss'])):
+    self.items = self.items[len(items):]
+    calls = {id(m): m for _, _, (m, _), _ in items}  # one transfer per call
+    fetched = dict(zip(calls, jax.device_get(list(calls.values()))))
+    host = [{k: v[j] for k, v in fetched[id(m)].items()} for _, _, (m, j), _ in items]
+    for (step, epoch, _, _), m in zip(items, host):
+      try:
+        guard.check_loss(step, float(m['loss']),
+                         context=f' (epoch {epoch + 1}); last finite metrics: {self.last_finite}')
+      except divergence.DivergenceError:
         self.items = []
-        raise FloatingPointError(
-            f'non-finite loss at step {step} (epoch {epoch + 1}); last finite metrics: '
-            f'{self.last_finite}')
+        raise
       self.last_finite = {'step': step, **{k: float(v) for k, v in m.items()}}
-    step, epoch = self.items[-1][0], self.items[-1][1]
+    step, epoch = items[-1][0], items[-1][1]
     record = {'kind': 'train', 'step': step, 'epoch': epoch + 1,
               'epoch_float': step / steps_per_epoch,
-              'examples': int(sum(e for *_, e in self.items))}
+              'examples': int(sum(e for *_, e in items))}
     for k in host[-1]:
       vals = [float(m[k]) for m in host]
       record[k] = vals[-1] if k.startswith(('action', 'lambda')) else float(np.mean(vals))
-    self.items = []
     return record
+
+
+def final_evaluations(evaluator, variables, reads_annotations: bool, dump_dir=None) -> dict:
+  """The best-valid state on test, looked at once; for a model whose scores
+  read annotations, test and valid again with them withheld (the paper's
+  privileged-information setting: annotations in training only)."""
+  out = {'test': evaluator(variables, 'test', dump_dir)}
+  if reads_annotations and evaluator.annotations:
+    out['test_withheld'] = evaluator(variables, 'test', annotations=False)
+    out['valid_withheld'] = evaluator(variables, 'valid', annotations=False)
+  return out
 
 
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains, evaluates valid each `eval.every_epochs`, then test once with the best-valid state.
 
+  Stops after `train.patience` epochs without a better valid Recall@10, or at
+  `train.epochs` (a cap).
+
   Resumes from the latest checkpoint in workdir. Returns the results dict that
   is also written to workdir/results.json (or {'halted_at_step': n} when
-  train.halt_after_steps stops the run early). Every process of a
-  multi-process run returns it; only process 0 writes files and prints.
+  train.halt_after_steps stops the run early). The config is checked before any
+  work; a workdir in use by another run is refused. Every process of a
+  multi-process run returns the results; only process 0 writes files and prints.
   devices: the devices to train on (default: all; tests pick 1, 2 or 4).
   """
   wall_start = time.time()
   t = config.train
-  if t.parallel not in PARALLEL_MODES:
-    raise ValueError(f'train.parallel={t.parallel!r}: expected one of {PARALLEL_MODES}')
-  parallel.initialize(t)  # before anything touches a device
-  os.makedirs(workdir, exist_ok=True)
-  out = report.RunOutputs(workdir, parallel.is_writer())
+  config_checks.check(config, None if t.distributed else len(devices or jax.devices()))
+  if t.distributed:
+    parallel.initialize(t)  # before anything touches a device
+    config_checks.check(config, len(devices or jax.devices()))
+  with run_lock(workdir):
+    return _train_and_evaluate(config, workdir, wall_start, devices)
 
-  if parallel.is_writer():
-    load.prepare(config)  # once, in case the processes share dataset.data_dir
-  parallel.barrier('dataset prepared')
+
+@contextlib.contextmanager
+def run_lock(workdir: str):
+  """Holds the workdir for this run: each process its own lock file (run.lock,
+  run.lock.<process>) in the shared workdir. If any process finds its file
+  held by a live run, every process raises, so none waits in a collective."""
+  p = jax.process_index()
+  with contextlib.ExitStack() as stack:
+    busy = None
+    try:
+      stack.enter_context(workdir_lock.held(workdir, 'run.lock' + (f'.{p}' if p else ''),
+                                            f'workdir {workdir}'))
+    except workdir_lock.WorkdirBusy as e:
+      busy = e
+    refused = parallel.failed_processes(busy is not None)
+    if busy is not None:
+      raise busy
+    if refused:
+      raise workdir_lock.WorkdirBusy(f'workdir {workdir} is in use by another run (processes '
+                                     f'{refused} of this run found their lock held)')
+    yield
+
+
+def shard_sum(t, mesh, spec, pmap: bool):
+  """train.batch_shards' `parallel.ShardedSum`, or None (0: one program over the batch)."""
+  shards = int(t.batch_shards)
+  if not shards:
+    return None
+  if pmap:
+    raise config_checks.ConfigError(f"train.batch_shards={shards} needs train.parallel='jit' "
+                                    '(or train.batch_shards=0)')
+  if spec.batch_wide:
+    raise config_checks.ConfigError(
+        f'train.batch_shards={shards}: model.name={spec.name!r} reads other rows of the batch '
+        '(in-batch negatives or per-row gradient sums), which fixed shards would cut; set '
+        'train.batch_shards=0')
+  return parallel.ShardedSum(mesh, shards, int(t.batch_size))
+
+
+def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -> dict:
+  t = config.train
+  out = report.RunOutputs(workdir, parallel.is_writer())
   data = load.load(config)
   model = build_model(config, data)
+  data = features_lib.for_model(config, data, model.spec.encoder)  # pre-extracted, if it reads them
   pmap = t.parallel == 'pmap'
   step_model = build_model(config, data, parallel.AXIS) if pmap else model
   mesh = parallel.make_mesh(devices)
@@ -129,88 +215,125 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
   state = step_lib.create_state(model, tx, example, int(t.seed))
 
-  checkpoints = ckpt_lib.Checkpointer(workdir, int(t.max_checkpoints))
-  best_checkpoint = ckpt_lib.Checkpointer(workdir, 1, 'best')  # the best-valid state
+  # Checkpoints are saved and restored by every process together; process 0
+  # alone removes what a crashed save left, before any process opens them.
+  writer = parallel.is_writer()
+  checkpoints = ckpt_lib.Checkpointer(workdir, int(t.max_checkpoints), remove_unfinished=writer)
+  best_checkpoint = ckpt_lib.Checkpointer(workdir, 1, 'best', remove_unfinished=writer)  # the best-valid state
   fingerprint = builder.fingerprint(load.content_settings(config))
   signature = ckpt_lib.shape_signature(config, fingerprint)
-  meta = {'epoch': 0, 'step_in_epoch': 0, 'best': None, 'elapsed': 0.0, 'signature': signature}
+  meta = {'epoch': 0, 'step_in_epoch': 0, 'best': None, 'elapsed': 0.0, 'signature': signature,
+          'stopped_by': None}
   latest = checkpoints.latest_step()
   if latest is not None:
     ckpt_lib.check_compatible(checkpoints.restore_meta(latest)['signature'], signature,
                               checkpoints.directory)
     state, meta = checkpoints.restore(latest, state)
-    out.truncate_after(latest)  # and the final test line, which is recomputed
     logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
     out.say(f'resumed from checkpoint step {latest}')
+  else:  # a fresh run: pretrained encoder weights, then another run's parameters
+    # (train.init_from, a pretrained stage), dataset arrays
+    state = init_encoder(state, tx, config, model)
+    state, meta['init_from'] = stages.initial_state(config, workdir, state, data, model.spec, signature,
+                                                    train_and_evaluate)
+  out.truncate_after(latest or 0)  # lines of an unsaved past, and the final test line
   out.json('config.json', config.to_dict())
 
-  shard_sum = None
-  if int(t.batch_shards):
-    if pmap:
-      raise ValueError("train.batch_shards needs train.parallel='jit'")
-    shard_sum = parallel.ShardedSum(mesh, int(t.batch_shards), int(t.batch_size))
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None,
-                                     shard_sum)
-  runner = parallel.PmapRunner(step_fn, devices) if pmap else parallel.JitRunner(step_fn, mesh)
+                                     shard_sum(t, mesh, model.spec, pmap))
+  call_fn = step_lib.scan_steps(
+      step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.items.modality))
+  runner = parallel.PmapRunner(call_fn, devices) if pmap else parallel.JitRunner(call_fn, mesh)
+  per_call = step_lib.steps_per_call(int(t.steps_per_call), model.spec, spe)
+  tables = sampler_lib.device_item_tables(data, float(t.device_items_max_mb) * 2**20)
+  items = None if tables is None else runner.put_items(tables)  # else gathered on the host
   evaluator = eval_lib.Evaluator(model, data, config.eval, parallel.eval_placement(int(config.eval.batch_size)))
   dstate = runner.put_state(state)
   key = jax.random.key(int(t.seed))
+  guard = divergence.Guard(float(t.max_loss), meta.get('initial_loss'))
+  # The first training batch and step: the probe that the state to be saved must score.
+  probe = next(sampler.batches(0))
+  probe = runner.put_batch({k: v[None] for k, v in (
+      probe if items is not None else sampler_lib.with_item_inputs(probe, data)).items()})
+
+  def verify(global_step):
+    guard.check_state(global_step, runner.get_state(dstate),
+                      lambda: divergence.probe_loss(runner, dstate, probe, items, key),
+                      checkpoints.latest_step())
 
   def variables(s=None):
     s = runner.get_state(dstate) if s is None else s
     return {'params': s.params, **({'batch_stats': s.batch_stats} if s.batch_stats else {})}
 
   def save(epoch, step_in_epoch, global_step):
+    nonlocal clock
+    verify(global_step)
     meta.update(epoch=epoch, step_in_epoch=step_in_epoch, config=json.loads(config.to_json()),
-                elapsed=meta['elapsed'] + time.time() - session_start)
+                elapsed=meta['elapsed'] + time.time() - session_start, initial_loss=guard.initial_loss)
     checkpoints.save(global_step, runner.get_state(dstate), meta)
     meta['elapsed'] -= time.time() - session_start  # counted again at the next save
+    if clock is not None:
+      clock = time.time()  # saving is not training time (it follows a flush)
 
   session_start = time.time()
   interval = _Interval()
   train_time, train_examples, eval_time, eval_users = 0.0, 0, 0.0, 0
-  clock = None  # starts after the first (compiling) step
+  clock = None  # starts after the first (compiling) call
+  compiled = set()  # call lengths compiled so far: a call that compiles is checked, not timed
   log_every = max(1, int(t.log_every_steps))
   ckpt_every = int(t.checkpoint_every_steps)
   halt = int(t.get('halt_after_steps', 0))
+  patience = int(t.patience)
   total_steps = epochs * spe
+  # A call ends where a checkpoint or the halt must see that exact step's state.
+  ends_call = lambda s: bool(ckpt_every and s % ckpt_every == 0) or s == halt
 
-  def flush():
-    nonlocal clock, train_time, train_examples
-    record = interval.flush(spe)
+  def flush(upto=None):
+    nonlocal clock, train_time
+    record = interval.flush(spe, guard, upto)
     if record is None:
       return
     out.log(record)
     now = time.time()
-    if clock is not None:
-      train_time += now - clock
-      train_examples += record['examples']
+    train_time += now - clock
     clock = now
     rate = train_examples / train_time if train_time > 0 else float('nan')
     remaining = (total_steps - record['step']) * (t.batch_size / rate if rate == rate and rate else 0)
     out.say(report.progress_line(record['epoch'] - 1, epochs, record['step'] - (record['epoch'] - 1) * spe,
                                  spe, record['loss'], rate, remaining))
 
-  for epoch in range(meta['epoch'], epochs):
+  for epoch in range(meta['epoch'], epochs if meta.get('stopped_by') is None else 0):
     start = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
-    batches = prefetch(sampler_lib.with_item_inputs(b, data) for b in sampler.batches(epoch, start))
-    for i, host_batch in enumerate(batches, start=start):
-      global_step = epoch * spe + i
-      dstate, m = runner.step(dstate, runner.put_batch(host_batch), jax.random.fold_in(key, global_step))
-      interval.add(global_step + 1, epoch, m, sampler.examples(i))  # all processes' rows
-      if clock is None:
+    calls = sampler.calls(epoch, start, per_call, ends_call)  # [n, B] batches per call
+    if items is None:
+      calls = ((i, sampler_lib.with_item_inputs(b, data)) for i, b in calls)
+    for i, host_batches in prefetch(calls):
+      n, first = len(host_batches['weight']), epoch * spe + i
+      compiles = n not in compiled
+      if compiles and clock is not None:
+        jax.block_until_ready(dstate)
+        train_time += time.time() - clock
+      dstate, m = runner.step(dstate, runner.put_batch(host_batches), items, key, first)
+      examples = [sampler.examples(s) for s in range(i, i + n)]  # all processes' rows
+      for j in range(n):
+        interval.add(first + j + 1, epoch, m, j, int(examples[j]))
+      if compiles:
         jax.block_until_ready(m)
-        interval.flush(spe)  # the compiling step: checked, not timed
+        compiled.add(n)
         clock = time.time()
-      if (global_step + 1) % log_every == 0:
+      else:
+        train_examples += sum(examples)
+      global_step = first + n  # steps done
+      for s in range(first + 1, global_step + 1):
+        if s % log_every == 0:
+          flush(s)
+      if ends_call(global_step) or (halt and global_step >= halt):
         flush()
-      if (ckpt_every and (global_step + 1) % ckpt_every == 0) or (halt and global_step + 1 >= halt):
-        flush()
-        save(epoch, i + 1, global_step + 1)
-      if halt and global_step + 1 >= halt:
+        save(epoch, i + n, global_step)
+      if halt and global_step >= halt:
         checkpoints.close()
         best_checkpoint.close()
-        return {'halted_at_step': global_step + 1}
+        return {'halted_at_step': global_step}
     flush()
 
     done = epoch + 1
@@ -222,6 +345,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       score = valid['all'][f'recall@{k}']['mean']
       if meta['best'] is None or score > meta['best']['score']:
         meta['best'] = {'score': score, 'epoch': done, 'valid': valid}
+        verify(done * spe)
         best_checkpoint.save(done * spe, runner.get_state(dstate), meta)
       eval_users += valid['users']
       eval_time += valid['seconds']  # compilation excluded
@@ -229,29 +353,41 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       out.say(f"epoch {done}: valid R@10 {score:.4f} (best {best['score']:.4f} at epoch {best['epoch']})")
       if clock is not None:
         clock = time.time()  # evaluation is not training time
+      if patience and done - best['epoch'] >= patience:
+        meta['stopped_by'] = 'patience'
+        out.say(f'early stop: no valid improvement for {patience} epochs')
+    if done == epochs:
+      meta['stopped_by'] = 'epochs'
     save(done, 0, done * spe)
+    if meta['stopped_by']:
+      break
 
   checkpoints.close()
   # The test split is looked at once, with the best-valid state.
   best_state, _ = best_checkpoint.restore(best_checkpoint.latest_step(), runner.get_state(dstate))
   best_checkpoint.close()
   dump = os.path.join(workdir, 'dump') if config.eval.dump else None
-  test = evaluator(variables(best_state), 'test', dump)
-  out.log({'kind': 'test', 'step': meta['best']['epoch'] * spe, 'epoch': meta['best']['epoch'], **test})
-  eval_users += test['users']
-  eval_time += test['seconds']
-  best = dict(meta['best'], test=test)
+  final = final_evaluations(evaluator, variables(best_state), model.spec.reads_annotations, dump)
+  for kind, metrics in final.items():
+    out.log({'kind': kind, 'step': meta['best']['epoch'] * spe, 'epoch': meta['best']['epoch'], **metrics})
+    eval_users += metrics['users']
+    eval_time += metrics['seconds']
   results = {
       'model': config.model.name if config.model.name != 'cierec' else f'cierec({config.model.backbone})',
-      'best_epoch': best['epoch'], 'valid': best['valid'], 'test': best['test'],
-      'dataset': data.stats, 'config': config.to_dict(),
+      'best_epoch': meta['best']['epoch'], 'valid': meta['best']['valid'], **final,
+      'epochs_trained': meta['epoch'], 'stopped_by': meta['stopped_by'],
+      'dataset': data.stats, 'config': config.to_dict(), 'encoder': model.spec.encoder,
       'wall_seconds': meta['elapsed'] + time.time() - session_start,
-      'train_examples_per_second': train_examples / train_time if train_time else None,
+      # None when every call compiled (untimed), e.g. one call per epoch and one epoch
+      'train_examples_per_second': train_examples / train_time if train_examples else None,
       'eval_users_per_second': eval_users / eval_time if eval_time else None,
-      'devices': device_info(t.parallel, num_devices), 'steps': total_steps,
+      'devices': device_info(t.parallel, num_devices), 'steps': meta['epoch'] * spe, 'init_from': meta.get('init_from'),
       'session_wall_seconds': time.time() - wall_start,
   }
   out.json('results.json', results)
   out.curves()
-  out.say(report.table(results['model'], results['test']))
+  rows = [(results['model'], results['test'])]
+  if 'test_withheld' in results:
+    rows.append((f"{results['model']}, annotations withheld", results['test_withheld']))
+  out.say(report.table(rows))
   return results

@@ -49,6 +49,15 @@ def _weighted_mean(x, w, count):
   return jnp.sum(w * x) / count
 
 
+BUILT_IN = ('bpr', 'l2', 'loss_v', 'loss_s')  # the step's own terms; the rest are the model's losses
+
+
+def _total(terms: dict, with_bpr: bool, l2: float, extra) -> jnp.ndarray:
+  """The loss trained on: BPR (unless the model trains on its own losses
+  only), the weighted L2 term and the model's extra losses, named by `extra`."""
+  return (terms['bpr'] if with_bpr else 0.0) + l2 * terms['l2'] + sum(terms[k] for k in extra)
+
+
 def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransformation,
                l2: float, axis_name: str | None = None, shard_sum=None):
   """One BPR step with the gradient-regularization gates (DESIGN 4, steps 1-4).
@@ -56,7 +65,8 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
   batch: the sampler's arrays (weight [B] marks filler rows with 0). rng: this
   step's key, the same on every device; the model's 'dropout' stream comes
   from it. The model's extra per-example `losses` (registry contract) are
-  averaged like BPR and added to the loss. Every term is a sum over rows
+  averaged like BPR and added to the loss; BPR itself is added unless
+  `spec.bpr` is False (then it is only logged). Every term is a sum over rows
   divided by the batch's total weight, so the terms of a partition of the
   batch add up to the batch's: under pmap (`axis_name`) psum adds the
   devices' parts; `shard_sum` (a `parallel.ShardedSum`) adds fixed shards'
@@ -97,8 +107,7 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
       for k in ('v', 's'):
         branch = _weighted_mean(bpr(jnp.sum(p * (out[f'{k}_pos'] - out[f'{k}_neg']), -1)), w, count)
         terms[f'loss_{k}'] = jax.lax.stop_gradient(branch)
-    extra = [terms[name] for name in out.get('losses', {})]
-    loss = terms['bpr'] + l2 * terms['l2'] + sum(extra)
+    loss = _total(terms, spec.bpr, l2, out.get('losses', {}))
     # Running BatchNorm statistics: this part's update, weighted by its share of the rows.
     stats = jax.tree.map(lambda x: x * (w.shape[0] / batch['weight'].shape[0]),
                          new_vars.get('batch_stats', {}))
@@ -116,8 +125,8 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
     # BatchNorm's statistics already span the devices (its axis_name).
     grads, terms = jax.lax.psum((grads, terms), axis_name)
   metrics = dict(terms)
-  metrics['loss'] = terms['bpr'] + l2 * terms['l2'] + sum(
-      v for k, v in terms.items() if k not in ('bpr', 'l2', 'loss_v', 'loss_s'))
+  # before the policy loss, which only trains the policies
+  metrics['loss'] = _total(terms, spec.bpr, l2, [k for k in terms if k not in BUILT_IN])
   if spec.gr:
     # Step 3 (eq. 6): the previous action's loss given this step's branch
     # losses; its gradient reaches the policies only.
@@ -146,3 +155,34 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
 def make_train_step(model, tx, l2, axis_name=None, shard_sum=None):
   return functools.partial(train_step, model=model, tx=tx, l2=l2, axis_name=axis_name,
                            shard_sum=shard_sum)
+
+
+def scan_steps(step_fn, item_inputs=None):
+  """Several optimizer steps per device call (`train.steps_per_call`).
+
+  Returns call(state, batches, items, key, first_step) -> (state, metrics):
+  a lax.scan of `step_fn` over batches stacked [n, B, ...]; metrics are
+  stacked [n]. Step i uses the rng fold_in(key, first_step + i), exactly as one
+  step per call does. `item_inputs(batch, items)` adds each batch's item inputs
+  inside the step from item tables held on the device (items=None: the batches
+  carry them).
+  """
+  def call(state, batches, items, key, first_step):
+    def one(state, xs):
+      i, batch = xs
+      if items is not None:
+        batch = item_inputs(batch, items)
+      return step_fn(state, batch, jax.random.fold_in(key, first_step + i))
+    n = jax.tree.leaves(batches)[0].shape[0]
+    return jax.lax.scan(one, state, (jnp.arange(n), batches))
+  return call
+
+
+def steps_per_call(setting: int, spec, steps_per_epoch: int) -> int:
+  """train.steps_per_call, or for 0 (auto): 1 for image encoders, whose step
+  dwarfs a dispatch, else up to 256 (embedding models' steps take microseconds)."""
+  if setting < 0:
+    raise ValueError(f'train.steps_per_call={setting}: expected 0 (auto) or a positive count')
+  if setting:
+    return setting
+  return 1 if spec.encoder == 'resnet18' else min(256, steps_per_epoch)

@@ -15,13 +15,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.seed = 0
   c.dataset.train_fraction = 0.6
   c.dataset.valid_fraction = 0.1
+  # Cold users have at most this many training interactions: the paper's
+  # cold/warm partition (of users; DESIGN 3.3).
   c.dataset.cold_max_train_interactions = 3
+  # Cold items likewise: the item cold-start task, reported as an extra.
+  c.dataset.cold_item_max_train_interactions = 3
   c.dataset.min_element_count = 1
   c.dataset.max_elements = 20
   c.dataset.preload = True  # hold every item's image/feature in host memory
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'cierec'  # mf | vbpr | mf_image | mf_semantics | cierec
+  # mf | vbpr | mf_image | mf_semantics | cierec | vecf | hafr | pinet | amf | amr |
+  # dropoutnet | clcrec (models/registry.py)
+  c.model.name = 'cierec'
   c.model.backbone = 'mf'  # mf | vbpr (cierec only)
   c.model.ci = True  # cross-modal inference: c_i and s_i
   c.model.ta = True  # task-aware gates (eq. 3, 4) instead of plain Dense
@@ -29,14 +35,46 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.pi = True  # annotation tokens as privileged information (eq. 5)
   c.model.embed_dim = 64
   c.model.feature_dim = 512  # D, the encoder output
-  c.model.encoder = 'auto'  # auto (by modality) | resnet18 | features
+  # auto | resnet18 (pixels, end to end) | features (vectors: the dataset's own, or on an image
+  # dataset pre-extracted once by the frozen encoder_init encoder, cierec_jax.features). auto:
+  # 'features' on feature datasets; on image datasets 'features' for the paper's feature
+  # baselines (vbpr, mf_image, cierec Base) when encoder_init is set, else 'resnet18'.
+  c.model.encoder = 'auto'
   c.model.encoder_width = 64
+  # ResNet18 weights the encoder starts from (and features are extracted with): '' random
+  # init | a .safetensors torchvision/timm state dict or an encoder.npz | 'pretrain' (the
+  # synthetic world's pretrained encoder, python -m cierec_jax.pretrain, made on demand).
+  c.model.encoder_init = ''
+  c.model.freeze_encoder = False  # resnet18 only: keep the encoder's weights and BatchNorm statistics fixed
+  # How ResNet18 computes its convolutions and max-pool (same params, same results):
+  # auto (patches on CPU, XLA's own ops on GPU/TPU) | xla | patches (models/conv_ops.py)
+  c.model.conv_impl = 'auto'
   c.model.gate_activation = 'sigmoid'  # sigmoid | identity
   c.model.gr_actions = (0.2, 0.4, 0.6, 0.8, 1.0)
+  # Training drops each item's annotation with this probability (models that
+  # read annotations), so withheld annotations at test are not unseen input.
+  c.model.annotation_dropout = 0.0
+  c.model.vecf_max_regions = 100  # vecf on feature vectors: regions = the largest non-zero entries
+  c.model.hafr_dropout = 0.5  # hafr: prediction-layer dropout rate (the authors' keep_prob 0.5)
+  c.model.semantic_loss_weight = 1.0  # pinet: weight of the element-prediction (semantic) loss
+  # AMF / AMR (APR): perturbation radius and weight of BPR at the perturbed point.
+  c.model.adv_epsilon = 0.5
+  c.model.adv_weight = 1.0
+  # DropoutNet: probability of zeroing an item's preference input in training,
+  # and the hidden widths of its user and item towers (authors' defaults).
+  c.model.dropout_rate = 0.5
+  c.model.tower_dims = (800, 400)
+  # CLCRec: InfoNCE temperature, weight lambda of the item-content term (the
+  # user-item term gets 1 - lambda), probability of replacing an item's
+  # embedding by its content embedding in the user-item term.
+  c.model.temperature = 1.0
+  c.model.contrast_weight = 0.5
+  c.model.content_sample_rate = 0.5
 
   c.train = ml_collections.ConfigDict()
   c.train.seed = 0
-  c.train.epochs = 10
+  c.train.epochs = 50  # a cap: runs stop by patience (results.json: stopped_by)
+  c.train.patience = 5  # stop after this many epochs without a better valid R@10; 0: never
   c.train.batch_size = 256
   c.train.lr = 0.05  # Adagrad, recommender
   c.train.adagrad_initial_accumulator = 0.0  # PyTorch's default; optax/TF use 0.1
@@ -62,12 +100,30 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 0  # 0: at each epoch end only
   c.train.max_checkpoints = 2
   c.train.halt_after_steps = 0  # >0: checkpoint and stop there (simulates preemption)
+  # Divergence guard: a step loss, or the probe-batch loss of a state about to be
+  # checkpointed, above this stops the run (nothing bad is saved); 0: 1e3 x the
+  # run's initial loss.
+  c.train.max_loss = 0.0
+  # A workdir whose best-valid state starts this run (parameters whose paths and
+  # shapes match are copied). Empty: AMF, AMR and DropoutNet train their
+  # pretrained stage in <workdir>/stage_<name> first (cierec_jax/stages.py).
+  c.train.init_from = ''
+  # Optimizer steps per device call (a lax.scan over stacked batches); 0: auto,
+  # 1 for image encoders (a step dwarfs the dispatch), else up to 256. Results
+  # do not depend on it; calls end at epoch ends, checkpoints and the halt step.
+  c.train.steps_per_call = 0
+  # Item inputs (preloaded contents, annotation elements) up to this size stay
+  # on the device and are gathered inside the step; larger ones are gathered on
+  # the host per batch.
+  c.train.device_items_max_mb = 1024
 
   # Adagrad learning rate per Table II model, chosen on valid R@10 by
   # experiments/tune.py with the same 3-value budget for every model; used by the
   # experiment scripts (table2/table3/fig3), not by a plain main.py run.
   c.tuned_lr = ml_collections.ConfigDict(
-      {k: c.train.lr for k in ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec_mf', 'cierec_vbpr')})
+      {k: c.train.lr for k in ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec_mf', 'cierec_vbpr',
+                               'vecf', 'hafr', 'pinet',
+                               'dropoutnet', 'amf', 'amr', 'clcrec')})
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_negatives = 500

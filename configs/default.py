@@ -1,5 +1,7 @@
 """The embedded synthetic dataset: runs offline in minutes on a CPU."""
 
+import ml_collections
+
 from configs import common
 
 
@@ -23,6 +25,18 @@ def get_config():
   d.image_size = 32
   d.noise = 12.0
   c.model.encoder_width = 16
+  c.model.encoder_init = 'pretrain'  # the glyph corpus below, as ImageNet is for real images
+  # The synthetic world's ImageNet (python -m cierec_jax.pretrain): glyph images from their own
+  # rng stream over all 8 shapes and 8 colours, labelled with the shapes present and the glyph
+  # count (not the colours), rendered at dataset.image_size with dataset.noise.
+  c.pretrain = ml_collections.ConfigDict()
+  c.pretrain.seed = 0
+  c.pretrain.num_train = 20000  # training images
+  c.pretrain.num_holdout = 2000  # held-out images, for the reported accuracy
+  c.pretrain.max_glyphs = 4  # 1..max_glyphs glyphs per image (the dataset draws 1..3)
+  c.pretrain.epochs = 4
+  c.pretrain.batch_size = 64
+  c.pretrain.lr = 0.002  # Adam, cosine-decayed to 0 over the run
   # python -m experiments.tune --config=configs/default.py (lrs 0.01, 0.02, 0.05; seed 0)
   c.tuned_lr.update(dict(mf=0.01, vbpr=0.05, mf_image=0.05, mf_semantics=0.05,
                          cierec_mf=0.05, cierec_vbpr=0.02))

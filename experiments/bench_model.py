@@ -1,9 +1,13 @@
 """Model speed: parameters, forward and forward+backward time, images/s.
 
-  python -m experiments.bench_model
+  python -m experiments.bench_model [--conv_impls=xla,auto] [--repeats=3]
 
 For the default config (CIERec(MF), its image size and encoder width) and for
-224x224 images with encoder width 64, next to a plain ResNet18 train step.
+224x224 images with encoder width 64, next to a plain ResNet18 train step,
+once per `model.conv_impl` (xla: XLA's own convolutions and max-pool, the
+path before conv_ops; auto: patches on CPU). Batches are arguments of the
+compiled step, as in training (constants would be folded at compile time). Then every
+registered model's parameter count at the default config.
 """
 
 from absl import app
@@ -20,13 +24,13 @@ from experiments import yardstick
 
 _BATCH = flags.DEFINE_integer('batch', 0, 'Triples per batch (0: config, or 32 at 224x224).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement.')
+_CONV_IMPLS = flags.DEFINE_list('conv_impls', ['xla', 'auto'], 'model.conv_impl values to measure.')
 
 
-def measure(image_size: int, width: int, batch: int, repeats: int) -> dict:
-  c = default.get_config()
-  c.model.encoder_width = width
-  model = registry.create(c.model, num_users=800, num_items=1200, num_elements=25,
-                          modality='image', has_annotations=True)
+DIMS = dict(num_users=800, num_items=1200, num_elements=25, modality='image', has_annotations=True)
+
+
+def example_batch(image_size: int, batch: int) -> dict:
   rng = np.random.default_rng(0)
   b = {'user': rng.integers(0, 800, batch), 'pos': rng.integers(0, 1200, batch),
        'neg': rng.integers(0, 1200, batch),
@@ -35,23 +39,40 @@ def measure(image_size: int, width: int, batch: int, repeats: int) -> dict:
        'pos_elements': rng.integers(1, 25, (batch, 3)), 'neg_elements': rng.integers(1, 25, (batch, 3)),
        'pos_lengths': np.full(batch, 3), 'neg_lengths': np.full(batch, 3),
        'weight': np.ones(batch, np.float32)}
-  b = {k: jnp.asarray(v, jnp.float32 if v.dtype.kind == 'f' else jnp.int32) for k, v in b.items()}
+  return {k: jnp.asarray(v, jnp.float32 if v.dtype.kind == 'f' else jnp.int32) for k, v in b.items()}
+
+
+def param_counts(model, batch: dict) -> tuple:
+  """(all parameters, the encoder's), traced with jax.eval_shape, not computed."""
+  shapes = jax.eval_shape(lambda k: model.init({'params': k, 'dropout': k}, batch, None, train=True),
+                          jax.random.key(0))['params']
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+  return count(shapes), count(shapes.get('encoder', {}))
+
+
+def measure(image_size: int, width: int, batch: int, repeats: int, conv_impl: str) -> dict:
+  c = default.get_config()
+  c.model.encoder_width = width
+  c.model.conv_impl = conv_impl
+  c.model.encoder_init = ''  # CIERec on pixels (the pretrained weights would need width 16)
+  model = registry.create(c.model, **DIMS)
+  b = example_batch(image_size, batch)
   variables = jax.jit(lambda k: model.init(k, b, None, train=True))(jax.random.key(0))
   scales = jnp.ones(2)
 
   @jax.jit
-  def forward(v):
+  def forward(v, b):
     return model.apply(v, b, scales, train=True, mutable=['batch_stats'])[0]['pos']
 
   @jax.jit
-  def forward_backward(v):
+  def forward_backward(v, b):
     def loss(p):
       out, _ = model.apply({**v, 'params': p}, b, scales, train=True, mutable=['batch_stats'])
       return jnp.mean(train_step.bpr(out['pos'] - out['neg']))
     return jax.grad(loss)(v['params'])
 
-  fwd = yardstick.time_per_call(forward, variables, repeats=repeats)
-  fb = yardstick.time_per_call(forward_backward, variables, repeats=repeats)
+  fwd = yardstick.time_per_call(forward, variables, b, repeats=repeats)
+  fb = yardstick.time_per_call(forward_backward, variables, b, repeats=repeats)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
   return {'params': count, 'forward_s': fwd, 'fwd_bwd_s': fb, 'images_per_s': 2 * batch / fb}
 
@@ -60,15 +81,31 @@ def main(_):
   logging.set_verbosity(logging.WARNING)
   c = default.get_config()
   print(f'device: {yardstick.device_line()}')
-  print('| setting | params | batch (triples) | forward s/batch | fwd+bwd s/batch | fwd+bwd images/s | plain ResNet18 train images/s |')
-  print('|---|---|---|---|---|---|---|')
+  print('| setting | conv_impl | params | batch (triples) | forward s/batch | fwd+bwd s/batch | '
+        'fwd+bwd images/s | plain ResNet18 train images/s |')
+  print('|---|---|---|---|---|---|---|---|')
   for name, size, width, batch in (('default config', int(c.dataset.image_size), int(c.model.encoder_width),
                                     _BATCH.value or int(c.train.batch_size)),
                                    ('paper scale', 224, 64, _BATCH.value or 32)):
-    m = measure(size, width, batch, _REPEATS.value)
-    plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value)
-    print(f"| {name} ({size}x{size}, width {width}) | {m['params']:,} | {batch} | {m['forward_s']:.4f} | "
-          f"{m['fwd_bwd_s']:.4f} | {m['images_per_s']:,.0f} | {plain:,.0f} |", flush=True)
+    for impl in _CONV_IMPLS.value:
+      m = measure(size, width, batch, _REPEATS.value, impl)
+      plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value, impl)
+      print(f"| {name} ({size}x{size}, width {width}) | {impl} | {m['params']:,} | {batch} | "
+            f"{m['forward_s']:.4f} | {m['fwd_bwd_s']:.4f} | {m['images_per_s']:,.0f} | {plain:,.0f} |",
+            flush=True)
+  size, width = int(c.dataset.image_size), int(c.model.encoder_width)
+  print(f'\nParameters at the default config ({size}x{size} images, encoder width {width}, '
+        f"{DIMS['num_users']} users, {DIMS['num_items']} items, {DIMS['num_elements']} elements):")
+  print('| model.name | params | of which encoder |')
+  print('|---|---|---|')
+  b = example_batch(size, 2)
+  # Every image model on pixels, so the counts include the ResNet18 (with a pretrained
+  # encoder the feature baselines read pre-extracted features through one Dense instead).
+  c.model.encoder_init = ''
+  for name in registry.names():
+    c.model.name = name
+    total, encoder = param_counts(registry.create(c.model, **DIMS), b)
+    print(f'| {name} | {total:,} | {encoder:,} |', flush=True)
 
 
 if __name__ == '__main__':

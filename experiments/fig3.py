@@ -1,9 +1,10 @@
 """The paper's Fig. 3: t-SNE of 5 random users and the items they interacted with.
 
-  python -m experiments.fig3 --config=configs/default.py --workdir=runs/fig3
+  python -m experiments.fig3 --config=configs/default.py --workdir=runs/paper
 
-Trains (or reuses) Base, Base+CI and the full CIERec(MF), then embeds each
-model's user vectors p_u and fused item representations f_i (as that user
+Trains (or reuses, from table2/table3 in the same --workdir) Base, Base+CI
+and the full CIERec(MF), then embeds, for each model's best-valid state, its
+user vectors p_u and fused item representations f_i (as that user
 sees them: v_i is user-conditioned) with scikit-learn's t-SNE. Each user is a
 star; each user's items share its colour. Writes fig3.png.
 """
@@ -18,13 +19,14 @@ from sklearn.manifold import TSNE
 
 from cierec_jax import checkpoint as ckpt_lib
 from cierec_jax import evaluate as eval_lib
+from cierec_jax import features
 from cierec_jax import train
 from cierec_jax.data import load
 from experiments import grid
 from experiments import paper_rows
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py', 'Dataset config.')
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/fig3', 'Root of the runs and the figure.')
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/paper', 'Root of the runs and the figure.')
 _USERS = flags.DEFINE_integer('users', 5, 'Random users to show.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Picks the users.')
 _QUICK = flags.DEFINE_bool('quick', False, 'One epoch per model: a smoke run.')
@@ -33,10 +35,11 @@ PANELS = ('Base', 'Base+CI', 'Base+CI+TA+GR+PI')
 
 
 def representations(config, workdir, users, items_of):
-  """(p [n_users, d], f [n_items, d], owner [n_items]) from a run's latest checkpoint."""
+  """(p [n_users, d], f [n_items, d], owner [n_items]) from a run's best-valid state."""
   data = load.load(config)
   model = train.build_model(config, data)
-  mgr = ckpt_lib.Checkpointer(workdir)
+  data = features.for_model(config, data, model.spec.encoder)
+  mgr = ckpt_lib.Checkpointer(workdir, 1, 'best')
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   state = mgr.manager.restore(mgr.latest_step(), args=ocp.args.Composite(
       state=ocp.args.StandardRestore()))['state']
@@ -60,15 +63,16 @@ def main(_):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
-  runs = [r for r in paper_rows.runs_for(config, 1, backbones=('mf',)) if r.label.split(' ', 1)[1] in PANELS]
-  grid.run_grid(config, runs, _WORKDIR.value, quick=_QUICK.value)
+  panels = [(label, run) for _, label, run in paper_rows.ablation_runs(config, 1, backbones=('mf',))
+            if label in PANELS]
+  grid.run_grid(config, [run for _, run in panels], _WORKDIR.value, quick=_QUICK.value)
   data = load.load(config)
   rng = np.random.default_rng(_SEED.value)
   users = sorted(rng.choice(data.num_users, size=_USERS.value, replace=False).tolist())
   items_of = {u: data.user_items[data.user_indptr[u]:data.user_indptr[u + 1]] for u in users}
-  fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4.2))
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
   colours = plt.get_cmap('tab10')
-  for ax, run in zip(np.atleast_1d(axes), runs):
+  for ax, (title, run) in zip(np.atleast_1d(axes), panels):
     c = grid.apply(config, run.overrides)
     p, f, owner = representations(c, run.workdir(_WORKDIR.value), users, items_of)
     points = np.concatenate([p, f])
@@ -80,7 +84,7 @@ def main(_):
       mine = xy[len(users):][owner == k]
       ax.scatter(mine[:, 0], mine[:, 1], s=14, color=colours(k), alpha=0.7)
       ax.scatter(xy[k, 0], xy[k, 1], marker='*', s=260, color=colours(k), edgecolors='black')
-    ax.set_title(run.label.split(' ', 1)[1])
+    ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
   fig.tight_layout()

@@ -1,8 +1,12 @@
 """Runs a grid of configurations through train_and_evaluate and tabulates them.
 
-Each run has its own workdir; a run whose results.json exists is skipped, so
+Each run has its own workdir, `<root>/<label>/lr<lr>/seed<seed>`, so the
+scripts that share a root share runs (a tuning run at the chosen learning rate
+is Table II's run of that seed). A run whose results.json exists is skipped, so
 an interrupted grid resumes (a half-finished run resumes from its checkpoint).
-Compiled steps are cached on disk across runs of the same shape.
+A run may start from another run's trained state (`init_from`), which is
+trained first when it is not finished. Compiled steps are cached on disk
+across runs of the same shape.
 """
 
 import csv
@@ -23,10 +27,17 @@ class Run:
   label: str  # the table row
   overrides: tuple  # ((dotted field, value), ...)
   seed: int
+  init_from: 'Run | None' = None  # the run whose best state this one starts from
 
   def workdir(self, root: str) -> str:
     safe = ''.join(ch if ch.isalnum() else '_' for ch in self.label).strip('_')
-    return os.path.join(root, safe, f'seed{self.seed}')
+    lr = dict(self.overrides).get('train.lr')
+    return os.path.join(root, safe, *([f'lr{lr:g}'] if lr is not None else []), f'seed{self.seed}')
+
+  def config_overrides(self, root: str) -> tuple:
+    """The overrides, the seed and, with init_from, that run's workdir."""
+    extra = (('train.init_from', self.init_from.workdir(root)),) if self.init_from else ()
+    return self.overrides + (('train.seed', self.seed),) + extra
 
 
 def apply(config, overrides):
@@ -53,6 +64,10 @@ def run_grid(config, runs, root: str, quick: bool = False) -> dict:
   os.makedirs(root, exist_ok=True)
   enable_compilation_cache(root)
   start, results, timed = time.time(), {}, []
+  bases = [r.init_from for r in runs if r.init_from and r.init_from not in runs]
+  if bases:  # a run's starting state comes first
+    results.update(run_grid(config, list(dict.fromkeys(bases)), root, quick))
+  runs = sorted(runs, key=lambda r: r.init_from is not None)  # stable: bases before the runs they start
   for n, run in enumerate(runs, start=1):
     workdir = run.workdir(root)
     path = os.path.join(workdir, 'results.json')
@@ -61,7 +76,7 @@ def run_grid(config, runs, root: str, quick: bool = False) -> dict:
         results[run] = json.load(f)
       print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: done before, skipped', flush=True)
       continue
-    c = apply(config, run.overrides + (('train.seed', run.seed),))
+    c = apply(config, run.config_overrides(root))
     if quick:
       c.train.epochs = 1
     t0 = time.time()
@@ -77,6 +92,9 @@ def run_grid(config, runs, root: str, quick: bool = False) -> dict:
 
 
 def mean_std(values) -> str:
+  """Mean ± std over seeds; 'n/a' when a subset had no users (metric None)."""
+  if any(v is None for v in values):
+    return 'n/a'
   return f'{np.mean(values):.4f} ± {np.std(values):.4f}'
 
 
@@ -95,6 +113,7 @@ def write_table(rows, header, path_stem: str):
   return text
 
 
-def metric(results, subset: str, name: str) -> float:
-  """A run's test metric mean over the negative repeats."""
-  return results['test'][subset][name]['mean']
+def metric(results, subset: str, name: str, split: str = 'test') -> float:
+  """A run's metric mean over the negative repeats; split: 'test',
+  'test_withheld' (annotations withheld), 'valid', ..."""
+  return results[split][subset][name]['mean']

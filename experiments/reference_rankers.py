@@ -76,7 +76,7 @@ def evaluate_scores(score, data, split: str, ks=(10, 20), batch_size: int = 256)
     s = np.asarray(score(c.users[sl]), np.float32)
     rows = np.arange(s.shape[0])
     out = eval_lib.candidate_metrics(s[rows[:, None], c.pos[sl]], s[rows[:, None, None], c.negatives[sl]],
-                                     c.pos_mask[sl], c.pos_cold[sl], tuple(ks))
+                                     c.pos_mask[sl], c.pos_cold[sl], c.user_cold[sl], tuple(ks))
     for key in acc:
       acc[key].append(np.asarray(out[key]))
   return eval_lib.aggregate(*(np.concatenate(acc[k]) for k in ('recall', 'ndcg', 'num_pos')), tuple(ks))

@@ -19,9 +19,10 @@ def time_per_call(fn, *args, repeats: int = 5) -> float:
   return (time.perf_counter() - start) / repeats
 
 
-def resnet18_train_images_per_second(image_size: int, width: int, batch: int, repeats: int = 5) -> float:
+def resnet18_train_images_per_second(image_size: int, width: int, batch: int, repeats: int = 5,
+                                     conv_impl: str = 'auto') -> float:
   """A plain ResNet18 (SGD, squared-output loss) train step, images per second."""
-  model = resnet.ResNet18(width, 8 * width)
+  model = resnet.ResNet18(width, 8 * width, conv_impl=conv_impl)
   x = jnp.ones((batch, image_size, image_size, 3), jnp.float32)
   variables = jax.jit(lambda k: model.init(k, x, train=True))(jax.random.key(0))
   tx = optax.sgd(0.1, momentum=0.9)
@@ -37,8 +38,26 @@ def resnet18_train_images_per_second(image_size: int, width: int, batch: int, re
 
   params, stats = variables['params'], variables['batch_stats']
   opt = tx.init(params)
-  seconds = time_per_call(lambda: step(params, stats, opt, x)[0], repeats=repeats)
+  seconds = time_per_call(lambda x: step(params, stats, opt, x)[0], x, repeats=repeats)
   return batch / seconds
+
+
+def encoder_fwd_bwd_seconds(model, batch: dict, repeats: int = 3) -> float:
+  """Seconds per forward+backward of `model.encode` (train mode) on a batch's
+  positive and negative contents together, as the train step runs it."""
+  x = jnp.concatenate([batch['pos_content'], batch['neg_content']])
+  key = jax.random.key(0)
+  variables = jax.jit(lambda b: model.init({'params': key, 'dropout': key}, b, None, train=True))(batch)
+
+  @jax.jit
+  def fwd_bwd(variables, x):
+    def loss(params):
+      e, _ = model.apply({**variables, 'params': params}, x, True, method='encode',
+                         mutable=['batch_stats'])
+      return jnp.sum(e)
+    return jax.grad(loss)(variables['params'])
+
+  return time_per_call(fwd_bwd, variables, x, repeats=repeats)
 
 
 def device_line() -> str:

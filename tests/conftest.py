@@ -19,7 +19,16 @@ def tiny_config(tmp_path):
 
 
 @pytest.fixture(scope='session')
-def tiny_data(tmp_path_factory):
-  """The tiny synthetic dataset, prepared once per test session."""
+def tiny_data_dir(tmp_path_factory):
+  """The data_dir holding the tiny synthetic dataset, prepared once per test session."""
   from cierec_jax.data import load  # pylint: disable=g-import-not-at-top
-  return load.load(tiny.config(str(tmp_path_factory.mktemp('data'))))
+  data_dir = str(tmp_path_factory.mktemp('data'))
+  load.prepare(tiny.config(data_dir))
+  return data_dir
+
+
+@pytest.fixture(scope='session')
+def tiny_data(tiny_data_dir):
+  """The tiny synthetic dataset, loaded once per test session."""
+  from cierec_jax.data import load  # pylint: disable=g-import-not-at-top
+  return load.load(tiny.config(tiny_data_dir))

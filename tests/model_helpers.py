@@ -13,6 +13,7 @@ U, I, E, L = 7, 11, 6, 4
 def model_config(**overrides):
   c = default.get_config().model
   c.embed_dim, c.feature_dim, c.encoder_width = 8, 16, 4
+  c.encoder_init = ''  # every image model reads pixels, whatever the default weights
   for k, v in overrides.items():
     setattr(c, k, v)
   return c
@@ -53,3 +54,28 @@ def rngs(seed=0):
 def init(model, b, seed=0):
   # jit: one compilation instead of op-by-op dispatch, much faster for the ResNet on CPU
   return jax.jit(lambda r, b: model.init(r, b, jnp.ones(2), train=True))(rngs(seed), b)
+
+
+def scoring_inputs(modality='image', seed=5, features=10):
+  """Every item's content, elements and lengths, 4 users with 6 candidates
+  each, and the training batch of their first two candidates, for checking
+  score_candidates against the training forward.
+
+  Returns (contents [I, ...], elements [I, L], lengths [I], users [4],
+  candidates [4, 6], batch).
+  """
+  rng = np.random.default_rng(seed)
+  if modality == 'image':
+    contents = jnp.asarray(rng.normal(size=(I, 16, 16, 3)), jnp.float32)
+  else:  # sparse, like multi-hot features: some entries zero (VECF's regions skip them)
+    contents = jnp.asarray(rng.normal(size=(I, features)) * (rng.random((I, features)) < 0.5), jnp.float32)
+  lengths = jnp.asarray(rng.integers(0, L + 1, I), jnp.int32)
+  elements = jnp.where(jnp.arange(L)[None] < lengths[:, None],
+                       jnp.asarray(rng.integers(1, E, (I, L)), jnp.int32), 0)
+  users = jnp.array([0, 3, 6, 2], jnp.int32)
+  cands = jnp.asarray(rng.integers(0, I, (4, 6)), jnp.int32)
+  pos, neg = cands[:, 0], cands[:, 1]
+  batch = {'user': users, 'pos': pos, 'neg': neg, 'pos_content': contents[pos],
+           'neg_content': contents[neg], 'pos_elements': elements[pos], 'neg_elements': elements[neg],
+           'pos_lengths': lengths[pos], 'neg_lengths': lengths[neg], 'weight': jnp.ones(4)}
+  return contents, elements, lengths, users, cands, batch

@@ -7,12 +7,19 @@ import sys
 
 import pytest
 
+from configs import allrecipes
+from configs import cds
+from configs import default
+from configs import movielens
+from experiments import paper_rows
+
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config=configs/default.py', '--config.dataset.num_users=40', '--config.dataset.num_items=100',
         '--config.dataset.image_size=16', '--config.eval.num_negatives=30', '--config.eval.repeats=2',
         '--config.model.embed_dim=8', '--config.model.feature_dim=16', '--config.model.encoder_width=4',
-        '--config.train.batch_size=128', '--config.eval.batch_size=20']
+        '--config.train.batch_size=128', '--config.eval.batch_size=20',
+        '--config.model.encoder_init=']  # random init: no pretraining in these smoke runs
 
 
 def _run(script, workdir, data_dir, *extra):
@@ -33,25 +40,48 @@ def _is_mean_std(cell):
   return 0.0 <= float(mean) <= 1.0 and float(std) >= 0.0
 
 
+TABLE2 = ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'VECF', 'HAFR-non-i', 'PiNet', 'DropoutNet', 'AMF',
+          'AMR', 'CLCRec', 'CIERec(MF)', 'CIERec(VBPR)']  # the paper's Table II, in its order
+# The scripts' logic on two cheap rows, one that reads annotations (a withheld
+# row); every model has its own one-epoch run in its model tests.
+SOME = '--models=MF,MF(Semantics)'
+
+
 def test_table2_quick(tmp_path):
-  out = _run('table2', tmp_path / 'runs', tmp_path / 'data')
+  assert [label for label, _ in paper_rows.MODELS] == TABLE2
+  for dataset in (default, movielens, cds, allrecipes):  # every row has a learning rate everywhere
+    assert len(paper_rows.table2_runs(dataset.get_config(), 1)) == len(TABLE2)
+  out = _run('table2', tmp_path / 'runs', tmp_path / 'data', SOME)
   rows = _csv(tmp_path / 'runs' / 'table2.csv')
   assert rows[0] == ['model', 'Cold R@10', 'Cold NDCG@10', 'Warm R@10', 'Warm NDCG@10', 'All R@10', 'All NDCG@10']
-  assert [r[0] for r in rows[1:]] == ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'CIERec(MF)', 'CIERec(VBPR)']
+  w = ', annotations withheld'
+  assert [r[0] for r in rows[1:]] == ['MF', 'MF(Semantics)', 'MF(Semantics)' + w]
   assert all(_is_mean_std(c) for r in rows[1:] for c in r[1:])
-  assert 'grid wall time' in out and '[6/6]' in out
+  items = _csv(tmp_path / 'runs' / 'table2_items.csv')
+  assert items[0][1:5] == ['Cold item R@10', 'Cold item NDCG@10', 'Warm item R@10', 'Warm item NDCG@10']
+  assert [r[0] for r in items] == [r[0] for r in rows]
+  assert 'grid wall time' in out and '[2/2]' in out
   # A second call reuses every finished run.
-  again = _run('table2', tmp_path / 'runs', tmp_path / 'data')
-  assert again.count('done before, skipped') == 6
+  again = _run('table2', tmp_path / 'runs', tmp_path / 'data', SOME)
+  assert again.count('done before, skipped') == 2
   assert open(tmp_path / 'runs' / 'table2.md').read().startswith('| model | Cold R@10')
 
 
 def test_table3_and_fig3_quick(tmp_path):
-  _run('table3', tmp_path / 'runs', tmp_path / 'data')
+  """The MF backbone's rows (VBPR's take the same path); Base and the full row
+  are Table II's MF(Image) and CIERec(MF) runs, shared through the root."""
+  out = _run('table3', tmp_path / 'runs', tmp_path / 'data', '--backbones=mf')
+  assert '[5/5]' in out
   rows = _csv(tmp_path / 'runs' / 'table3.csv')
-  assert [r[0] for r in rows[1:]] == ['Base', 'Base+CI', 'Base+CI+TA', 'Base+CI+TA+GR', 'Base+CI+TA+GR+PI']
-  assert len(rows[0]) == 7 and rows[0][1] == 'MF Cold R@10' and rows[0][4] == 'VBPR Cold R@10'
+  assert [r[0] for r in rows[1:]] == ['Base', 'Base+CI', 'Base+CI+TA', 'Base+CI+TA+GR', 'Base+CI+TA+GR+PI',
+                                      'Base+CI+TA+GR+PI, annotations withheld']
+  assert rows[0] == ['row', 'MF Cold R@10', 'MF Warm R@10', 'MF All R@10']
   assert all(_is_mean_std(c) for r in rows[1:] for c in r[1:])
+  again = _run('table2', tmp_path / 'runs', tmp_path / 'data', '--models=MF(Image),CIERec(MF)')
+  assert again.count('done before, skipped') == 2
+  table2 = {r[0]: r for r in _csv(tmp_path / 'runs' / 'table2.csv')}
+  assert [table2['MF(Image)'][c] for c in (1, 3, 5)] == rows[1][1:]  # Base is MF(Image)
+  assert [table2['CIERec(MF)'][c] for c in (1, 3, 5)] == rows[5][1:]
   # fig3 in the same root reuses the table's Base, Base+CI and full CIERec(MF) runs.
   out = _run('fig3', tmp_path / 'runs', tmp_path / 'data', '--users=3')
   assert out.count('done before, skipped') == 3
@@ -59,15 +89,41 @@ def test_table3_and_fig3_quick(tmp_path):
 
 
 def test_tune_quick(tmp_path):
-  out = _run('tune', tmp_path / 'runs', tmp_path / 'data', '--lrs=0.01,0.05')
+  out = _run('tune', tmp_path / 'runs', tmp_path / 'data', '--lrs=0.01,0.05', SOME,
+             '--max_extensions=1')
   rows = _csv(tmp_path / 'runs' / 'tune.csv')
-  assert rows[0] == ['model', 'lr=0.01 valid R@10', 'lr=0.05 valid R@10']
-  assert [r[0] for r in rows[1:]] == ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'CIERec(MF)', 'CIERec(VBPR)',
-                                      'mean rank']
+  assert rows[0] == ['model', 'lr: valid R@10', 'chosen', 'grid edge']
+  assert [r[0] for r in rows[1:]] == ['MF', 'MF(Semantics)']
   line = [x for x in out.splitlines() if x.startswith('c.tuned_lr.update(')][0]
   chosen = dict(kv.split('=') for kv in line[len('c.tuned_lr.update(dict('):-2].split(', '))
-  assert sorted(chosen) == ['cierec_mf', 'cierec_vbpr', 'mf', 'mf_image', 'mf_semantics', 'vbpr']
-  for key, (model, *values) in zip(['mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec_mf', 'cierec_vbpr'], rows[1:]):
-    low, high = float(values[0]), float(values[1])
-    if low != high:  # the csv rounds to 4 decimals; a tie there says nothing
-      assert float(chosen[key]) == (0.01 if low > high else 0.05), model
+  assert sorted(chosen) == ['mf', 'mf_semantics']
+  for key, (model, cell, best, edge) in zip(['mf', 'mf_semantics'], rows[1:]):
+    tried = {float(lr): float(v) for lr, v in (kv.split(': ') for kv in cell.split(', '))}
+    assert len(tried) == 3, 'one extension past the edge where the best of 0.01, 0.05 sat'
+    assert float(chosen[key]) == float(best) and tried[float(best)] == max(tried.values()), model
+    assert (edge == 'EDGE') == (float(best) in (min(tried), max(tried))), model
+    assert (edge == 'EDGE') == (f'WARNING: {model}:' in out)
+
+
+def test_tune_extends_a_grid_past_the_edge_its_best_sits_on():
+  from experiments import lr_ladder  # pylint: disable=g-import-not-at-top
+  assert lr_ladder.extend({0.01: 0.2, 0.02: 0.3, 0.05: 0.4}) == [0.1]
+  assert lr_ladder.extend({0.01: 0.5, 0.02: 0.3, 0.05: 0.4}) == [0.005]
+  assert lr_ladder.extend({0.01: 0.2, 0.02: 0.5, 0.05: 0.4}) == []
+  assert lr_ladder.extend({0.2: 0.2, 0.5: 0.4}) == []  # the ladder ends at the paper's 0.5
+  assert lr_ladder.at_edge({0.2: 0.2, 0.5: 0.4}) and not lr_ladder.at_edge({0.01: 0.2, 0.02: 0.5, 0.05: 0.4})
+  assert lr_ladder.extend({0.01: 0.3, 0.02: 0.3}) == [0.005]  # a tie picks the smaller rate
+
+
+def test_runs_share_workdirs_by_label_rate_and_seed():
+  """A tuning run at the chosen rate is Table II's seed-0 run; a two-stage row
+  starts from its base row's run of the same seed at the base's tuned rate."""
+  c = default.get_config()
+  c.tuned_lr.update(dict(mf=0.02, amf=0.1))
+  runs = {r.label: r for r in paper_rows.table2_runs(c, 2, ['MF', 'AMF']) if r.seed == 1}
+  assert runs['MF'].workdir('R') == os.path.join('R', 'MF', 'lr0.02', 'seed1')
+  assert runs['AMF'].init_from == runs['MF']
+  assert ('train.init_from', os.path.join('R', 'MF', 'lr0.02', 'seed1')) in runs['AMF'].config_overrides('R')
+  tuning = paper_rows.table2_run(c, 'MF', dict(paper_rows.MODELS)['MF'], 0, 0.02)
+  assert tuning == paper_rows.table2_runs(c, 1, ['MF'])[0]
+  assert paper_rows.STAGED == {'amf': 'MF', 'amr': 'VBPR', 'dropoutnet': 'MF'}

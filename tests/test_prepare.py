@@ -38,12 +38,30 @@ def test_split_proportions_and_chronology_per_user(tiny_data):
 
 def test_cold_warm_matches_definition(tiny_data):
   d = tiny_data
-  _, items = d.split(raw_lib.TRAIN)
+  users, items = d.split(raw_lib.TRAIN)
   counts = np.bincount(items, minlength=d.num_items)
   np.testing.assert_array_equal(d.train_counts, counts)
   np.testing.assert_array_equal(d.cold, counts <= 3)
   assert d.cold.any() and (~d.cold).any()
   assert d.stats['cold_items'] == d.cold.sum()
+  # Users: the paper's partition, stored with the prepared dataset.
+  per_user = np.bincount(users, minlength=d.num_users)
+  np.testing.assert_array_equal(d.user_cold, per_user <= 3)
+  assert d.user_cold.any() and (~d.user_cold).any()
+  assert d.stats['cold_users'] == d.user_cold.sum() and d.stats['warm_users'] == (~d.user_cold).sum()
+  assert d.stats['cold_user_share'] == d.user_cold.mean()
+
+
+def test_user_and_item_boundaries_are_separate_settings(tmp_path):
+  from cierec_jax.data import load  # pylint: disable=g-import-not-at-top
+  from tests import tiny  # pylint: disable=g-import-not-at-top
+  c = tiny.config(str(tmp_path))
+  c.dataset.cold_max_train_interactions = 5
+  c.dataset.cold_item_max_train_interactions = 1
+  d = load.load(c)
+  users, _ = d.split(raw_lib.TRAIN)
+  np.testing.assert_array_equal(d.user_cold, np.bincount(users, minlength=d.num_users) <= 5)
+  np.testing.assert_array_equal(d.cold, d.train_counts <= 1)
 
 
 def test_negatives_disjoint_and_distinct(tiny_data):
@@ -87,9 +105,10 @@ def _raw(elements, inter):
 
 def test_vocabulary_drops_and_truncation():
   elements = [['x', 'y', 'z'], ['x'], ['y', 'x', 'w'], ['y', 'q', 'x', 'y'], [], ['z'], ['x']] + [[]] * 5
-  inter = [(0, 0, 1), (0, 2, 2), (0, 1, 3), (1, 3, 1), (1, 0, 2), (1, 3, 5), (2, 1, 1)]
+  inter = [(0, 0, 1), (0, 2, 2), (0, 1, 3), (1, 3, 1), (1, 0, 2), (1, 3, 5), (2, 1, 1), (0, 4, 4), (0, 5, 5)]
   p = prepare.prepare(_raw(elements, inter), prepare.PrepSettings(
-      min_element_count=2, max_elements=1, num_negatives=2, repeats=1))
+      train_fraction=0.5, valid_fraction=0.25, min_element_count=2, max_elements=1,
+      num_negatives=2, repeats=1))
   # item 1 dropped (no source); counts over kept items: x:5, y:2, z:2, w:1, q:1.
   assert p.vocab == ['<pad>', 'x', 'y', 'z']
   assert p.dropped == [('i1', 'no image')]
@@ -99,3 +118,21 @@ def test_vocabulary_drops_and_truncation():
   assert [e.tolist() for e in p.item_elements[:3]] == [[1], [2], [2]]  # truncated to 1
   assert p.stats['items_with_truncated_elements'] == 3
   assert p.item_keys[:3] == ['i0', 'i2', 'i3']
+
+
+@pytest.mark.parametrize('inter, split_labels, message', [
+    # 3 interactions each: floor(0.1 * 3) = 0 valid for every user.
+    ([(0, 0, 1), (0, 2, 2), (0, 3, 3), (1, 0, 1), (1, 2, 2), (1, 4, 3)], None,
+     r'the valid split is empty after preparation \(with dataset.train_fraction=0.6, '
+     r'dataset.valid_fraction=0.1 and at most 3 interactions per user\)'),
+    # Official labels whose only test interaction is on item 1, which has no source.
+    ([(0, 0, 1), (0, 2, 2), (1, 1, 3)], [0, 1, 2],
+     r"the test split is empty after preparation \(with the source's split labels, 1 "
+     r'interactions of dropped items removed\)'),
+])
+def test_empty_split_is_refused(inter, split_labels, message):
+  raw = _raw([[]] * 6, inter)
+  if split_labels is not None:
+    raw.inter_split = np.array(split_labels, np.int8)
+  with pytest.raises(DataError, match=message):
+    prepare.prepare(raw, prepare.PrepSettings(num_negatives=1, repeats=1))

@@ -22,6 +22,9 @@ from tests import raw_fixtures as fx
 def _small(config, data_dir, manual_dir):
   config.dataset.data_dir = str(data_dir)
   config.dataset.manual_dir = str(manual_dir)
+  # The Amazon fixture's users have <= 4 interactions: 0.6/0.1 leaves valid empty (refused).
+  config.dataset.train_fraction = 0.5
+  config.dataset.valid_fraction = 0.25
   config.eval.num_negatives = 1
   config.eval.repeats = 2
   return config
@@ -73,6 +76,15 @@ def test_amazon_malformed_reviews(tmp_path, lines, line_no, message):
   with pytest.raises(DataError, match=message) as e:
     amazon_cds.read(folder, 'images', 24)
   assert f'reviews_CDs_and_Vinyl_5.json.gz:{line_no}:' in str(e.value)
+
+
+def test_amazon_files_without_records(tmp_path):
+  folder = fx.write_amazon(str(tmp_path / 'a'), reviews_lines=[''])
+  with pytest.raises(DataError, match=r'reviews_CDs_and_Vinyl_5.json.gz: no review lines'):
+    amazon_cds.read(folder, 'images', 24)
+  folder = fx.write_amazon(str(tmp_path / 'b'), meta_lines=[''])
+  with pytest.raises(DataError, match=r'meta_CDs_and_Vinyl.json.gz: no metadata lines'):
+    amazon_cds.read(folder, 'images', 24)
 
 
 def test_amazon_malformed_meta(tmp_path):
@@ -200,3 +212,17 @@ def test_movielens_real_files(tmp_path):
   assert stats['users'] == 943 and stats['items'] == 1682 and stats['interactions'] == 100000
   assert stats['elements'] == 19  # the 18 genres and 'unknown'
   assert stats['items_without_kg_link'] == 1682 - 1598
+
+
+def test_movielens_empty_ids_and_files(tmp_path):
+  header = 'user_id:token\titem_id:token\trating:float\ttimestamp:float'
+  folder = fx.write_movielens(str(tmp_path / 'a'), inter=[header, '1\t1\t5\t100', ' \t2\t5\t101'])
+  with pytest.raises(DataError, match=r'ml-100k.inter:3: empty user_id'):
+    movielens.read(folder, 2)
+  folder = fx.write_movielens(str(tmp_path / 'b'), inter=[header])
+  with pytest.raises(DataError, match=r'ml-100k.inter: no rows after the header'):
+    movielens.read(folder, 2)
+  folder = fx.write_movielens(str(tmp_path / 'c'))
+  open(os.path.join(folder, 'ml-100k.item'), 'w').close()
+  with pytest.raises(DataError, match=r'ml-100k.item: empty file \(0 bytes\)'):
+    movielens.read(folder, 2)

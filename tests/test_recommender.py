@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cierec_jax.models import attention
 from cierec_jax.models import recommender
 from tests import model_helpers as mh
 
@@ -46,20 +47,32 @@ def test_ta_swaps_only_the_gates():
   assert not changed
 
 
-def test_ci_adds_inference_and_semantics():
+BASE_OFF = dict(gr=False, pi=False, ta=False, ci=False)
+
+
+def test_ci_adds_q_inference_and_semantics_to_mf_base():
   full = _tree(gr=False, pi=False, ta=False)
-  base = _tree(gr=False, pi=False, ta=False, ci=False)
+  base = _tree(**BASE_OFF)
   only_full, only_ablated, changed = _diff(full, base)
-  assert {k.split('/')[0] for k in only_full} == {'inference', 'semantic'}
-  assert not only_ablated
-  assert changed == ['fusion/mlp_f/kernel']  # three parts fused instead of two
-  assert full['fusion/mlp_f/kernel'][0] == 3 * 8 and base['fusion/mlp_f/kernel'][0] == 2 * 8
+  assert {k.split('/')[0] for k in only_full} == {'item_embed', 'inference', 'semantic', 'fusion'}
+  assert not only_ablated and not changed
+  assert full['fusion/mlp_f/kernel'][0] == 3 * 8  # [q_i; v_i; s_i]
 
 
-def test_base_is_backbone_with_q_and_plain_visual():
-  base = _tree(gr=False, pi=False, ta=False, ci=False)
-  assert {k.split('/')[0] for k in base} == {'alpha', 'user_embed', 'user_bias', 'item_bias',
-                                             'item_embed', 'encoder', 'visual', 'fusion'}
+@pytest.mark.parametrize('backbone, baseline', [('mf', 'mf_image'), ('vbpr', 'vbpr')])
+def test_base_is_the_backbones_table2_model(backbone, baseline):
+  """Table III's Base (CI, TA, GR, PI off) is MF(Image) / VBPR: the same
+  parameters give the same scores, in training and in evaluation."""
+  base, reference = mh.make(backbone=backbone, **BASE_OFF), mh.make(name=baseline)
+  assert base.spec.name == baseline
+  batch = mh.batch(5)
+  variables = mh.init(reference, batch)
+  assert _tree(backbone=backbone, **BASE_OFF) == _tree(name=baseline)
+  for train in (True, False):
+    a = base.apply(variables, batch, None, train=train, mutable=['batch_stats'])[0]
+    b = reference.apply(variables, batch, None, train=train, mutable=['batch_stats'])[0]
+    for k in ('pos', 'neg', 'reg'):
+      np.testing.assert_array_equal(a[k], b[k])
 
 
 def test_vbpr_backbone_adds_content_terms():
@@ -92,25 +105,24 @@ def test_features_encoder():
   assert model.apply(variables, batch, jnp.ones(2), train=True)['pos'].shape == (3,)
 
 
-@pytest.mark.parametrize('overrides', NAMED + [dict(name='cierec', ta=False, gr=False)],
+# registry.EXTRA models on feature vectors (no ResNet to compile); VECF with
+# fewer regions than features, some of them zero.
+EXTRA = [dict(name='vecf', modality='features', vecf_max_regions=4),
+         dict(name='hafr', modality='features'), dict(name='pinet', modality='features')]
+
+
+@pytest.mark.parametrize('overrides', NAMED + [dict(name='cierec', ta=False, gr=False)] + EXTRA,
                          ids=lambda o: '-'.join(str(v) for v in o.values()))
-def test_scoring_function_equals_training_score(overrides):
+def test_scoring_function_equals_training_score(overrides, monkeypatch):
   """score_candidates on precomputed e equals the training forward (BN in inference mode)."""
-  model = mh.make(**overrides)
-  rng = np.random.default_rng(5)
-  contents = jnp.asarray(rng.normal(size=(mh.I, 16, 16, 3)), jnp.float32)
-  lengths = jnp.asarray(rng.integers(0, mh.L + 1, mh.I), jnp.int32)
-  elements = jnp.where(jnp.arange(mh.L)[None] < lengths[:, None],
-                       jnp.asarray(rng.integers(1, mh.E, (mh.I, mh.L)), jnp.int32), 0)
-  users = jnp.array([0, 3, 6, 2], jnp.int32)
-  cands = jnp.asarray(rng.integers(0, mh.I, (4, 6)), jnp.int32)
-  pos, neg = cands[:, 0], cands[:, 1]
-  batch = {'user': users, 'pos': pos, 'neg': neg, 'pos_content': contents[pos],
-           'neg_content': contents[neg], 'pos_elements': elements[pos], 'neg_elements': elements[neg],
-           'pos_lengths': lengths[pos], 'neg_lengths': lengths[neg]}
+  monkeypatch.setattr(attention, 'CHUNK_FLOATS', 1)  # candidate by candidate where a model chunks
+  overrides = dict(overrides)
+  modality = overrides.pop('modality', 'image')
+  model = mh.make(modality=modality, **overrides)
+  contents, elements, lengths, users, cands, batch = mh.scoring_inputs(modality)
   variables = mh.init(model, batch)
   # Move BatchNorm statistics away from their init so inference mode matters.
-  _, state = model.apply(variables, batch, jnp.ones(2), train=True, mutable=['batch_stats'])
+  _, state = model.apply(variables, batch, jnp.ones(2), train=True, mutable=['batch_stats'], rngs=mh.rngs(1))
   variables = {**variables, **state}
   train_scores = model.apply(variables, batch, jnp.ones(2), train=False)
 
@@ -128,11 +140,14 @@ def test_scoring_function_equals_training_score(overrides):
 
 
 @pytest.mark.parametrize('overrides, message', [
-    (dict(name='cierec', ci=False), 'model.pi=True needs model.ci=True'),
-    (dict(name='cierec', ci=False, pi=False), 'model.gr=True needs model.ci=True'),
+    (dict(name='cierec', ci=False), 'model.pi=True, model.gr=True, model.ta=True needs model.ci=True'),
+    (dict(name='cierec', ci=False, pi=False, ta=False), 'model.gr=True needs model.ci=True'),
+    (dict(name='cierec', ci=False, pi=False, gr=False), r'model.ta=True needs model.ci=True: without CI '
+     r'the model is the Base \(mf_image\)'),
     (dict(name='knn'), "model.name='knn'"),
     (dict(backbone='bpr'), "model.backbone='bpr'"),
-    (dict(encoder='features'), "model.encoder='features' cannot read the dataset's image items"),
+    (dict(encoder='features'), "model.encoder='features' on the dataset's image items reads features "
+                               'pre-extracted by a pretrained encoder: set model.encoder_init'),
 ])
 def test_impossible_combinations(overrides, message):
   with pytest.raises(ValueError, match=message):
@@ -145,3 +160,19 @@ def test_annotations_required():
   with pytest.raises(ValueError, match='model.pi=True needs annotations'):
     mh.make(has_annotations=False)
   mh.make(has_annotations=False, pi=False)
+
+
+def test_annotation_dropout_withholds_annotations_in_training_only():
+  batch = mh.batch(16)
+  model = mh.make(gr=False, annotation_dropout=1.0)
+  variables = mh.init(model, batch)
+  withheld = dict(batch, pos_lengths=0 * batch['pos_lengths'], neg_lengths=0 * batch['neg_lengths'])
+  run = lambda m, b, train: m.apply(variables, b, None, train=train, mutable=['batch_stats'],
+                                    rngs={'dropout': jax.random.key(3)})[0]['pos']
+  np.testing.assert_allclose(run(model, batch, True), run(model, withheld, True), atol=1e-6)
+  np.testing.assert_array_equal(run(model, batch, False), run(mh.make(gr=False), batch, False))
+  half = run(mh.make(gr=False, annotation_dropout=0.5), batch, True)
+  kept, dropped = run(mh.make(gr=False), batch, True), run(model, withheld, True)
+  same_as_kept = np.isclose(half, kept, atol=1e-6) & (batch['pos_lengths'] > 0)
+  same_as_dropped = np.isclose(half, dropped, atol=1e-6) & (batch['pos_lengths'] > 0)
+  assert same_as_kept.any() and same_as_dropped.any()

@@ -77,3 +77,28 @@ def test_item_inputs(tiny_data):
 def test_batch_not_divisible_by_processes(tiny_data):
   with pytest.raises(ValueError, match='train.batch_size=30'):
     sampler_lib.sampler_for(tiny_data, 30, 0, 0, 4)
+
+
+def test_calls_stack_the_batches_and_end_where_asked(tiny_data):
+  s = sampler_lib.sampler_for(tiny_data, 32, seed=0)
+  spe = s.steps_per_epoch
+  assert spe >= 6
+  full = list(s.batches(1))
+  calls = list(s.calls(1, 1, 3, ends_call=lambda step: step == spe + 2))
+  spans = [(i, i + len(b['user'])) for i, b in calls]
+  assert spans == [(1, 2)] + [(lo, min(lo + 3, spe)) for lo in range(2, spe, 3)]
+  steps = [{k: v[j] for k, v in b.items()} for _, b in calls for j in range(len(b['user']))]
+  for a, b in zip(full[1:], steps, strict=True):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_device_item_inputs_equal_the_hosts(tiny_data):
+  import jax  # pylint: disable=g-import-not-at-top
+  _, stacked = next(sampler_lib.sampler_for(tiny_data, 8, seed=0).calls(0, 0, 2))
+  host = sampler_lib.with_item_inputs(stacked, tiny_data)
+  tables = jax.device_put(sampler_lib.item_tables(tiny_data))
+  device = jax.jit(lambda b, t: sampler_lib.device_item_inputs(b, t, tiny_data.modality))(stacked, tables)
+  assert host.keys() == device.keys() and host['pos_content'].shape == (2, 8, 16, 16, 3)
+  for k in host:
+    np.testing.assert_allclose(device[k], host[k], rtol=1e-6, atol=1e-6, err_msg=k)

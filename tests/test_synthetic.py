@@ -116,7 +116,7 @@ def test_unknown_dataset_name(tiny_config):
 
 def test_table_dir_layout(tiny_config):
   paths = load.prepare(tiny_config)
-  assert paths[builder.ITEMS].endswith('/1.0.0')
+  assert paths[builder.ITEMS].endswith('/' + builder.VERSION)
   assert os.path.exists(os.path.join(paths[builder.ITEMS], 'dropped_items.tsv'))
 
 

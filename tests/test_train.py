@@ -1,4 +1,7 @@
-"""The training program: resume, config refusal, non-finite loss, outputs, parallel modes."""
+"""The training program: resume, config refusal, outputs, parallel modes, the command line.
+
+Divergence, bad configs and busy workdirs: tests/test_fault_matrix.py.
+"""
 
 import json
 import os
@@ -60,17 +63,6 @@ def test_stopped_run_resumes_to_the_same_result(tmp_path):
     train.train_and_evaluate(c, str(tmp_path / 'cut'))
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  c = _config(str(tmp_path / 'data'), lr=1e30, checkpoint_every_steps=1)
-  c.model.name = 'mf'
-  with pytest.raises(FloatingPointError, match=r'non-finite loss at step (\d+) .*last finite metrics: \{.step.') as e:
-    train.train_and_evaluate(c, str(tmp_path / 'run'))
-  bad = int(e.value.args[0].split('step ')[1].split(' ')[0])
-  mgr = ckpt_lib.Checkpointer(str(tmp_path / 'run'))
-  assert mgr.latest_step() == bad - 1
-  mgr.close()
-
-
 def test_run_writes_its_outputs(tmp_path):
   c = _config(str(tmp_path / 'data'))
   c.eval.dump = True
@@ -80,27 +72,37 @@ def test_run_writes_its_outputs(tmp_path):
   for key in ('dataset', 'wall_seconds', 'train_examples_per_second', 'eval_users_per_second', 'devices'):
     assert key in res, key
   assert res['devices']['count'] == jax.device_count()
-  for subset in ('all', 'cold', 'warm'):
+  for subset in ('all', 'cold', 'warm', 'cold_item', 'warm_item'):
     assert set(res['test'][subset]) >= {'recall@10', 'ndcg@10', 'recall@20', 'ndcg@20'}
+  # CIERec reads annotations: test (and valid) again with them withheld.
+  assert res['test_withheld'] != res['test'] and 'valid_withheld' in res
+  assert res['stopped_by'] == 'epochs' and res['epochs_trained'] == 2
   # The dump recomputes the reported test metrics independently (numpy only).
   from cierec_jax import metrics  # pylint: disable=g-import-not-at-top
   per_repeat = []
-  for rep in range(c.eval.repeats):
-    z = np.load(tmp_path / 'run' / 'dump' / 'test' / f'cold_repeat{rep}.npz')
-    r, _, n = metrics.ranking_metrics(z['scores'], z['labels'], z['valid'], (10,))
-    r, n = np.asarray(r), np.asarray(n)
-    per_repeat.append(r[n > 0, 0].mean())
-  np.testing.assert_allclose(np.mean(per_repeat), res['test']['cold']['recall@10']['mean'], rtol=1e-6)
+  for subset in ('cold', 'cold_item'):
+    per_repeat = []
+    for rep in range(c.eval.repeats):
+      z = np.load(tmp_path / 'run' / 'dump' / 'test' / f'{subset}_repeat{rep}.npz')
+      r, _, n = metrics.ranking_metrics(z['scores'], z['labels'], z['valid'], (10,))
+      r, n = np.asarray(r), np.asarray(n)
+      per_repeat.append(r[n > 0, 0].mean())
+    np.testing.assert_allclose(np.mean(per_repeat), res['test'][subset]['recall@10']['mean'], rtol=1e-6)
 
 
-def test_withheld_annotations_change_semantic_scores(tmp_path):
-  data_dir = str(tmp_path / 'data')
-  c = _config(data_dir)
-  c.train.epochs = 1
-  with_ann = train.train_and_evaluate(c, str(tmp_path / 'a'))
-  c.eval.annotations = False
-  without = train.train_and_evaluate(c, str(tmp_path / 'b'))
-  assert with_ann['test'] != without['test']
+def test_patience_stops_a_run_that_no_longer_improves(tmp_path):
+  """lr ~ 0: valid R@10 never beats epoch 1, so patience 2 stops at epoch 3 of 6."""
+  c = _config(str(tmp_path / 'data'), lr=1e-12, epochs=6, patience=2)
+  c.model.name = 'mf'
+  res = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert (res['stopped_by'], res['epochs_trained'], res['best_epoch']) == ('patience', 3, 1)
+  valid_epochs = lambda: [r['epoch'] for r in map(json.loads, open(tmp_path / 'run' / 'metrics.jsonl'))
+                          if r['kind'] == 'valid']
+  assert valid_epochs() == [1, 2, 3]
+  assert 'test_withheld' not in res  # MF reads no annotations
+  # Running a stopped run again trains nothing more.
+  again = train.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert again['epochs_trained'] == 3 and valid_epochs() == [1, 2, 3]
 
 
 def _short(data_dir, parallel, devices):
@@ -116,13 +118,15 @@ def _short(data_dir, parallel, devices):
   tx = optim.create(c.train, s.steps_per_epoch)
   batches = [sampler_lib.with_item_inputs(b, data) for b in s.batches(0)][:3]
   state = train_step.create_state(model, tx, batches[0], 0)
-  fn = train_step.make_train_step(step_model, tx, c.train.l2, par.AXIS if parallel == 'pmap' else None)
+  fn = train_step.scan_steps(
+      train_step.make_train_step(step_model, tx, c.train.l2, par.AXIS if parallel == 'pmap' else None))
   runner = par.PmapRunner(fn, devices) if parallel == 'pmap' else par.JitRunner(fn, par.make_mesh(devices))
   st = runner.put_state(state)
   losses = []
   for i, b in enumerate(batches):
-    st, m = runner.step(st, runner.put_batch(b), jax.random.fold_in(jax.random.key(0), i))
-    losses.append(float(m['loss']))
+    stacked = {k: v[None] for k, v in b.items()}
+    st, m = runner.step(st, runner.put_batch(stacked), None, jax.random.key(0), i)
+    losses.append(float(m['loss'][0]))
   params = flax.traverse_util.flatten_dict(jax.device_get(runner.get_state(st).params), sep='/')
   return np.array(losses), params
 
@@ -165,3 +169,72 @@ def test_main_cli(tmp_path):
   assert 'ex/s ETA' in out.stdout
   bad = subprocess.run(args + ['--config.train.batchsize=3'], cwd=root, capture_output=True, text=True)
   assert bad.returncode != 0 and 'batchsize' in bad.stderr
+  # A refused config: one line naming every bad field, status 1, no traceback.
+  bad = subprocess.run(args + ['--config.train.lr=-1', '--config.train.epochs=0'], cwd=root,
+                       capture_output=True, text=True)
+  assert bad.returncode == 1 and 'Traceback' not in bad.stderr
+  assert bad.stderr.strip().splitlines()[-1].startswith(
+      'error: invalid config (2 problems): train.epochs=0 (expected an integer >= 1); '
+      'train.lr=-1.0 (expected a finite number > 0)'), bad.stderr
+
+
+def test_steps_per_call_and_device_items_give_the_one_step_results(tmp_path):
+  """MF: 4 steps per call with item inputs gathered on the device, halted
+  inside a call's span and resumed mid-epoch, equals one step per call with
+  host-gathered inputs (the path before train.steps_per_call)."""
+  data_dir = str(tmp_path / 'data')
+
+  def config(**overrides):
+    c = _config(data_dir, log_every_steps=3, **overrides)
+    c.model.name = 'mf'
+    return c
+  one = train.train_and_evaluate(config(steps_per_call=1, device_items_max_mb=0), str(tmp_path / 'one'))
+  assert train.train_and_evaluate(config(steps_per_call=4, halt_after_steps=5),
+                                  str(tmp_path / 'four')) == {'halted_at_step': 5}
+  four = train.train_and_evaluate(config(steps_per_call=4), str(tmp_path / 'four'))
+  for split in ('valid', 'test'):
+    for subset in ('all', 'cold', 'warm'):
+      for metric, v in one[split][subset].items():
+        if isinstance(v, dict):  # recall@K, ndcg@K: {mean, std}; None on an empty subset
+          got = four[split][subset][metric]['mean']
+          if v['mean'] is None:
+            assert got is None, f'{split} {subset} {metric}'
+            continue
+          np.testing.assert_allclose(got, v['mean'], atol=1e-4, err_msg=f'{split} {subset} {metric}')
+  a, b = _final_params(str(tmp_path / 'one')), _final_params(str(tmp_path / 'four'))
+  for k in a:
+    np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-6, err_msg=k)
+  records = lambda run: [r for r in map(json.loads, open(tmp_path / run / 'metrics.jsonl'))
+                         if r['kind'] == 'train']
+  # Each step is logged as without calls; the halt adds a record at step 5.
+  four_logged, one_logged = records('four'), records('one')
+  assert [r['step'] for r in four_logged] == sorted([r['step'] for r in one_logged] + [5])
+  later = lambda rs: [r['loss'] for r in rs if r['step'] > 6]  # same intervals again
+  np.testing.assert_allclose(later(four_logged), later(one_logged), rtol=1e-4)
+
+
+def test_one_call_of_several_steps_equals_single_steps():
+  """CIERec (features): the policies' state, their sampled actions and the
+  dropout stream carry across the steps of one call as across calls."""
+  from cierec_jax import optim, parallel as par, train_step  # pylint: disable=g-import-not-at-top
+  from tests import model_helpers  # pylint: disable=g-import-not-at-top
+  model = model_helpers.make(modality='features')
+  batches = [model_helpers.batch(8, modality='features', seed=s) for s in range(4)]
+  tx = optim.create(tiny.config('unused').train, 4)
+  # jit: one compilation instead of op-by-op; host arrays, as calls donate the state
+  state = jax.device_get(jax.jit(lambda b: train_step.create_state(model, tx, b, 0))(batches[0]))
+  runner = par.JitRunner(train_step.scan_steps(train_step.make_train_step(model, tx, 1e-4)),
+                         par.make_mesh(jax.devices()[:1]))
+  stack = lambda bs: runner.put_batch({k: np.stack([b[k] for b in bs]) for k in bs[0]})
+  key = jax.random.key(3)
+  single, losses = runner.put_state(state), []
+  for i, b in enumerate(batches):
+    single, m = runner.step(single, stack([b]), None, key, 10 + i)
+    losses.append(m)
+  calls, m4 = runner.step(runner.put_state(state), stack(batches), None, key, 10)
+  for k in ('loss', 'action_v', 'action_s', 'dqn'):
+    np.testing.assert_allclose(m4[k], np.concatenate([m[k] for m in losses]), rtol=1e-5, err_msg=k)
+  flat = lambda s: flax.traverse_util.flatten_dict(jax.device_get(s.params), sep='/')
+  for k, v in flat(single).items():
+    np.testing.assert_allclose(flat(calls)[k], v, rtol=1e-5, atol=1e-7, err_msg=k)
+  np.testing.assert_allclose(calls.policy_state, single.policy_state, rtol=1e-5)

@@ -17,6 +17,7 @@ def config(data_dir: str, seed: int = 0):
   c.model.embed_dim = 8
   c.model.feature_dim = 32
   c.model.encoder_width = 4
+  c.model.encoder_init = ''  # random init, as before; tests/test_pretrained.py covers pretraining
   c.train.batch_size = 32
   c.train.epochs = 2
   c.eval.batch_size = 16

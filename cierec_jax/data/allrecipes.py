@@ -16,6 +16,7 @@ import numpy as np
 from cierec_jax.data import builder
 from cierec_jax.data import images
 from cierec_jax.data import raw as raw_lib
+from cierec_jax.data import errors
 from cierec_jax.data.errors import DataError
 
 RECIPES = 'core-data_recipe.csv'
@@ -25,22 +26,29 @@ RATING_FIELDS = ('user_id', 'recipe_id', 'rating', 'dateLastModified')
 
 
 def _rows(path: str, required: tuple[str, ...]):
-  """(line number, row dict) of a CSV file whose header has the required columns."""
-  if not os.path.exists(path):
-    raise DataError('file not found (put the raw files in dataset.manual_dir)', path)
+  """(line number, row dict) of a CSV file whose header has the required columns
+  and at least one row. Strict dialect: a quote left open is an error, not a
+  field that swallows the rest of the file."""
+  errors.require_file(path)
   with open(path, newline='', encoding='utf-8') as f:
-    reader = csv.DictReader(f)
-    header = reader.fieldnames or []
-    lacking = [c for c in required if c not in header]
-    if lacking:
-      raise DataError(f'header lacks column(s) {lacking}; expected {list(required)}', path, 1)
+    reader = csv.DictReader(f, strict=True)
+    start, rows = 1, 0  # start: the line where the next record starts
     try:
+      header = reader.fieldnames or []
+      lacking = [c for c in required if c not in header]
+      if lacking:
+        raise DataError(f'header lacks column(s) {lacking}; expected {list(required)}', path, 1)
+      start = reader.line_num + 1
       for row in reader:
         if None in row or any(row[c] is None for c in required):
-          raise DataError(f'{len(header)} columns expected', path, reader.line_num)
-        yield reader.line_num, row
+          raise DataError(f'{len(header)} columns expected', path, start)
+        yield start, row
+        start, rows = reader.line_num + 1, rows + 1
     except csv.Error as e:
-      raise DataError(f'malformed CSV: {e}', path, reader.line_num) from e
+      hint = ' (a quoted field is never closed: is the file cut short?)' if 'end of data' in str(e) else ''
+      raise DataError(f'malformed CSV: {e}{hint}', path, start) from e
+    if not rows:
+      raise DataError('no rows after the header', path)
 
 
 def parse_time(value: str, path: str, line: int) -> float:
@@ -57,9 +65,7 @@ def read(folder: str, image_size: int) -> raw_lib.RawData:
   path = os.path.join(folder, RECIPES)
   keys, elements, index = [], [], {}
   for n, row in _rows(path, ('recipe_id', 'ingredients')):
-    key = row['recipe_id'].strip()
-    if not key:
-      raise DataError('empty recipe_id', path, n)
+    key = errors.require_id(row['recipe_id'], 'recipe_id', path, n)
     if key in index:
       raise DataError(f'recipe_id {key!r} repeats', path, n)
     index[key] = len(keys)
@@ -70,10 +76,11 @@ def read(folder: str, image_size: int) -> raw_lib.RawData:
   for split, name in enumerate(raw_lib.SPLIT_NAMES):
     path = os.path.join(folder, RATINGS.format(name))
     for n, row in _rows(path, RATING_FIELDS):
-      rid = row['recipe_id'].strip()
+      rid = errors.require_id(row['recipe_id'], 'recipe_id', path, n)
       if rid not in index:
         raise DataError(f'recipe_id {rid!r} is not in {RECIPES}', path, n)
-      users.append(user_index.setdefault(row['user_id'].strip(), len(user_index)))
+      uid = errors.require_id(row['user_id'], 'user_id', path, n)
+      users.append(user_index.setdefault(uid, len(user_index)))
       items.append(index[rid])
       times.append(parse_time(row['dateLastModified'], path, n))
       splits.append(split)

@@ -13,12 +13,14 @@ import ast
 import gzip
 import json
 import os
+import re
 
 import numpy as np
 
 from cierec_jax.data import builder
 from cierec_jax.data import images
 from cierec_jax.data import raw as raw_lib
+from cierec_jax.data import errors
 from cierec_jax.data.errors import DataError
 
 REVIEWS = 'reviews_CDs_and_Vinyl_5.json.gz'
@@ -26,11 +28,12 @@ META = 'meta_CDs_and_Vinyl.json.gz'
 FEATURES = 'image_features_CDs_and_Vinyl.b'
 FEATURE_DIM = 4096
 RECORD = np.dtype([('asin', 'S10'), ('features', '<f4', (FEATURE_DIM,))])
+ASIN = re.compile(rb'[0-9A-Za-z]{10}')
+VARIANTS = ('images', 'features')
 
 
 def _lines(path: str):
-  if not os.path.exists(path):
-    raise DataError('file not found (put the raw files in dataset.manual_dir)', path)
+  errors.require_file(path)
   try:
     with gzip.open(path, 'rt', encoding='utf-8') as f:
       for n, line in enumerate(f, start=1):
@@ -58,8 +61,11 @@ def read_reviews(path: str):
       rec = json.loads(line)
     except json.JSONDecodeError as e:
       raise DataError(f'not a JSON object: {e.msg}', path, n) from e
-    out.append((_field(rec, 'reviewerID', str, path, n), _field(rec, 'asin', str, path, n),
+    out.append((errors.require_id(_field(rec, 'reviewerID', str, path, n), 'reviewerID', path, n),
+                errors.require_id(_field(rec, 'asin', str, path, n), 'asin', path, n),
                 float(_field(rec, 'unixReviewTime', (int, float), path, n))))
+  if not out:
+    raise DataError('no review lines', path)
   return out
 
 
@@ -71,7 +77,7 @@ def read_categories(path: str) -> dict[str, list[str]]:
       rec = ast.literal_eval(line.strip())
     except (ValueError, SyntaxError) as e:
       raise DataError(f'not a Python dict literal: {e}', path, n) from e
-    asin = _field(rec, 'asin', str, path, n)
+    asin = errors.require_id(_field(rec, 'asin', str, path, n), 'asin', path, n)
     cats = rec.get('categories', [])
     if not isinstance(cats, list) or not all(isinstance(c, list) for c in cats):
       raise DataError("field 'categories' should be a list of lists of names", path, n)
@@ -81,18 +87,44 @@ def read_categories(path: str) -> dict[str, list[str]]:
         if name not in names:
           names.append(name)
     out[asin] = names
+  if not out:
+    raise DataError('no metadata lines', path)
   return out
+
+
+def check_records(path: str):
+  """Refuses a feature file whose records are not a 10-byte asin + FEATURE_DIM
+  float32, judging the width from the first record: the second record's asin
+  must start right after it."""
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    head = f.read(2 * RECORD.itemsize)
+  if not ASIN.fullmatch(head[:10]):
+    raise DataError(f'record 1 does not start with a 10-character asin (got {head[:10]!r}); '
+                    f'expected records of a 10-byte asin + {FEATURE_DIM} float32', path)
+  second = RECORD.itemsize
+  if size >= second and (size < second + 10 or ASIN.fullmatch(head[second:second + 10])):
+    if size % second:
+      raise DataError(f'size {size} is not a whole number of {second}-byte records '
+                      f'(10-byte asin + {FEATURE_DIM} float32); record {size // second + 1} '
+                      'is truncated', path)
+    return
+  # The first aligned offset where a second asin starts gives the actual width.
+  for start in range(14, len(head) - 9, 4):
+    if ASIN.fullmatch(head[start:start + 10]):
+      raise DataError(f'record 1 holds {(start - 10) // 4} float32 features (record 2 starts '
+                      f'at byte {start}); expected {FEATURE_DIM}', path)
+  if size < second:
+    raise DataError(f'{size} bytes: less than one record (10-byte asin + {FEATURE_DIM} float32 '
+                    f'= {second} bytes)', path)
+  raise DataError(f'record 2 does not start with an asin at byte {second}: records are not a '
+                  f'10-byte asin + {FEATURE_DIM} float32', path)
 
 
 def read_features(path: str, keys):
   """(missing, load) for the binary feature file, memory-mapped."""
-  if not os.path.exists(path):
-    raise DataError('file not found (put the raw files in dataset.manual_dir)', path)
-  size = os.path.getsize(path)
-  if size % RECORD.itemsize:
-    raise DataError(f'size {size} is not a whole number of {RECORD.itemsize}-byte records '
-                    f'(10-byte asin + {FEATURE_DIM} float32); record {size // RECORD.itemsize + 1} '
-                    'is truncated', path)
+  errors.require_file(path)
+  check_records(path)
   table = np.memmap(path, dtype=RECORD, mode='r')
   row = {}
   for k, a in enumerate(table['asin']):
@@ -122,7 +154,7 @@ def read(folder: str, variant: str, image_size: int) -> raw_lib.RawData:
     missing, load = read_features(os.path.join(folder, FEATURES), keys)
     modality, shape = raw_lib.FEATURES, (FEATURE_DIM,)
   else:
-    raise DataError(f"dataset.variant={variant!r}: expected 'images' or 'features'")
+    raise DataError(f'dataset.variant={variant!r}: expected one of {VARIANTS}')
   return raw_lib.RawData(
       modality=modality, item_keys=keys, item_elements=elements, missing_source=missing,
       load_source=load, source_shape=shape, user_keys=list(user_index),

@@ -3,7 +3,7 @@
 Like TFDS's own `movielens/*-ratings` and `*-movies`, a prepared dataset is two
 builder configs of one builder: `items-<fp>` (source modality, annotation,
 training count, cold flag) and `users-<fp>` (chronological interactions with
-split labels, and the fixed evaluation negatives). `<fp>` fingerprints every
+split labels, the user's cold flag and the fixed evaluation negatives). `<fp>` fingerprints every
 setting that changes the content, so a different seed never reuses old data.
 TFDS writes each config into an `incomplete.*` folder and renames it when
 complete, so an interrupted preparation is never read as finished.
@@ -22,7 +22,7 @@ from cierec_jax.data import images
 from cierec_jax.data import prepare as prepare_lib
 from cierec_jax.data import raw as raw_lib
 
-VERSION = '1.0.0'
+VERSION = '1.1.0'  # 1.1.0: users carry their cold flag
 ITEMS, USERS = 'items', 'users'
 
 # Prepared tables of the current process, so the second table reuses the parse.
@@ -82,6 +82,7 @@ class RecBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
                   'items': tfds.features.Tensor(shape=(None,), dtype=np.int32),
                   'timestamps': tfds.features.Tensor(shape=(None,), dtype=np.float64),
                   'splits': tfds.features.Tensor(shape=(None,), dtype=np.int8),
+                  'cold': np.bool_,
                   'negatives': tfds.features.Tensor(shape=prep.negatives.shape[1:], dtype=np.int32)}
       metadata = {'stats': prep.stats}
     return tfds.core.DatasetInfo(
@@ -112,7 +113,7 @@ class RecBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         a, b = prep.user_indptr[u], prep.user_indptr[u + 1]
         yield u, {'user': u, 'key': prep.user_keys[u], 'items': prep.user_items[a:b],
                   'timestamps': prep.user_times[a:b], 'splits': prep.user_splits[a:b],
-                  'negatives': prep.negatives[u]}
+                  'cold': bool(prep.user_cold[u]), 'negatives': prep.negatives[u]}
 
 
 def table_dir(data_dir: str, builder_name: str, table: str, fp: str) -> str:

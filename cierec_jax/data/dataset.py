@@ -24,6 +24,13 @@ class ItemStore:
     self._pool = None if preload else futures.ThreadPoolExecutor(threads)
     self.array = self._read(np.arange(num_items)) if preload else None
 
+  @classmethod
+  def from_array(cls, array: np.ndarray, modality: str) -> 'ItemStore':
+    """A store over an in-memory [I, ...] array, e.g. pre-extracted features [I, D] float32."""
+    store = cls.__new__(cls)
+    store.modality, store._source, store._pool, store.array = modality, None, None, array
+    return store
+
   def _read(self, ids: np.ndarray) -> np.ndarray:
     getter = (lambda i: self._source[int(i)][self.modality])
     records = list(self._pool.map(getter, ids)) if self._pool else [getter(i) for i in ids]
@@ -37,8 +44,12 @@ class ItemStore:
 
   def content(self, ids: np.ndarray) -> np.ndarray:
     """What the encoder consumes: normalised float32 images, or float32 features."""
-    x = self.raw(ids)
-    return images.normalize(x) if self.modality == raw_lib.IMAGE else x.astype(np.float32)
+    return model_content(self.raw(ids), self.modality)
+
+
+def model_content(raw, modality: str):
+  """uint8 images -> normalised float32; features -> float32. numpy or jax arrays."""
+  return images.normalize(raw) if modality == raw_lib.IMAGE else raw.astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -48,7 +59,11 @@ class RecData:
   user_indptr: [U + 1]; user_items [N] int32; user_times [N] float64;
   user_splits [N] int8 (raw.TRAIN / VALID / TEST).
   item_elements: [I, L] int32 padded with 0; item_lengths: [I] int32.
-  negatives: [U, R, K] int32. train_counts: [I]; cold: [I] bool.
+  negatives: [U, R, K] int32. train_counts: [I]; cold: [I] bool, the cold
+  items; user_cold: [U] bool, the cold users (the paper's partition).
+  modality is the source modality; `items` holds what the model reads: the
+  source, or on an image dataset the items' pre-extracted features
+  (`items.modality == 'features'`, see cierec_jax.features.for_model).
   """
   name: str
   modality: str
@@ -62,6 +77,7 @@ class RecData:
   item_lengths: np.ndarray
   train_counts: np.ndarray
   cold: np.ndarray
+  user_cold: np.ndarray
   negatives: np.ndarray
   stats: dict
   items: ItemStore

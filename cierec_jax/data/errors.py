@@ -1,5 +1,9 @@
 """One error type for bad raw input, so messages always name the file and line."""
 
+import os
+
+MISSING = 'file not found (put the raw files in dataset.manual_dir)'
+
 
 class DataError(ValueError):
   """Raw data or a dataset setting is not what preparation expects."""
@@ -11,3 +15,19 @@ class DataError(ValueError):
     super().__init__(where + message)
     self.path = path
     self.line = line
+
+
+def require_file(path: str, missing: str = MISSING):
+  """Refuses a raw file that is absent or empty (0 bytes) before any parser sees it."""
+  if not os.path.isfile(path):
+    raise DataError(missing, path)
+  if os.path.getsize(path) == 0:
+    raise DataError('empty file (0 bytes)', path)
+
+
+def require_id(value: str, field: str, path: str, line: int) -> str:
+  """An id field, stripped; an empty id would silently become a new user or item."""
+  value = value.strip()
+  if not value:
+    raise DataError(f'empty {field}', path, line)
+  return value

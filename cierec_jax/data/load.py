@@ -2,10 +2,13 @@
 
 import json
 import os
+import shutil
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cierec_jax import workdir_lock
 from cierec_jax.data import builder
 from cierec_jax.data import dataset as dataset_lib
 from cierec_jax.data import prepare as prepare_lib
@@ -36,6 +39,7 @@ def prep_settings(config) -> prepare_lib.PrepSettings:
       seed=int(ds.seed), train_fraction=float(ds.train_fraction),
       valid_fraction=float(ds.valid_fraction),
       cold_max_train_interactions=int(ds.cold_max_train_interactions),
+      cold_item_max_train_interactions=int(ds.cold_item_max_train_interactions),
       min_element_count=int(ds.min_element_count), max_elements=int(ds.max_elements),
       num_negatives=int(config.eval.num_negatives), repeats=int(config.eval.repeats))
 
@@ -61,19 +65,38 @@ def is_prepared(config) -> bool:
   return all(_complete(p) for p in _paths(config)[3].values())
 
 
+def remove_incomplete(table_path: str):
+  """Deletes what a killed preparation of this table left (TFDS writes into
+  `incomplete.<random>_<version>` next to the table and renames it when done).
+  Called under the preparation lock, so none of it is being written."""
+  parent = os.path.dirname(table_path)
+  if not os.path.isdir(parent):
+    return
+  for entry in os.listdir(parent):
+    if entry.startswith('incomplete.'):
+      print(f'removing {os.path.join(parent, entry)}, left by an interrupted preparation',
+            file=sys.stderr)
+      shutil.rmtree(os.path.join(parent, entry))
+
+
 def prepare(config) -> dict:
   """Builds the dataset's tables unless already complete. Returns their paths."""
   cls, fp, data_dir, paths = _paths(config)
   manual = config.dataset.get('manual_dir') or None
   manual = os.path.expanduser(manual) if manual else None
-  for table, path in paths.items():
-    if _complete(path):
-      continue
-    tfds.disable_progress_bar()
-    b = cls(config=builder.RecConfig(name=f'{table}-{fp}', table=table),
-            settings=content_settings(config), prep=prep_settings(config), manual_dir=manual,
-            data_dir=data_dir, file_format='array_record')
-    b.download_and_prepare()
+  if not all(_complete(p) for p in paths.values()):
+    # One preparer per dataset: a second one waits, then finds the tables complete.
+    with workdir_lock.held(os.path.join(data_dir, cls.name), f'prepare-{fp}.lock',
+                           f'preparation of {cls.name} {fp}', wait=True):
+      for table, path in paths.items():
+        if _complete(path):
+          continue
+        remove_incomplete(path)
+        tfds.disable_progress_bar()
+        b = cls(config=builder.RecConfig(name=f'{table}-{fp}', table=table),
+                settings=content_settings(config), prep=prep_settings(config), manual_dir=manual,
+                data_dir=data_dir, file_format='array_record')
+        b.download_and_prepare()
   dropped = tfds.builder_from_directory(paths[builder.ITEMS]).info.metadata['dropped_items']
   listing = os.path.join(paths[builder.ITEMS], 'dropped_items.tsv')
   if not os.path.exists(listing):
@@ -124,7 +147,8 @@ def load(config, preload: bool | None = None) -> dataset_lib.RecData:
       user_splits=np.concatenate([r['splits'] for r in users]).astype(np.int8),
       item_elements=item_elements, item_lengths=np.array([len(e) for e in elements], np.int32),
       train_counts=np.array([r['train_count'] for r in small], np.int64),
-      cold=np.array([r['cold'] for r in small], bool), negatives=negatives, stats=dict(meta['stats']),
+      cold=np.array([r['cold'] for r in small], bool),
+      user_cold=np.array([r['cold'] for r in users], bool), negatives=negatives, stats=dict(meta['stats']),
       items=store, path=os.path.dirname(os.path.dirname(paths[builder.ITEMS])))
 
 

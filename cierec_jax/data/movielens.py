@@ -14,6 +14,7 @@ import numpy as np
 
 from cierec_jax.data import builder
 from cierec_jax.data import raw as raw_lib
+from cierec_jax.data import errors
 from cierec_jax.data.errors import DataError
 
 GENRE_RELATIONS = ('film.film.genre', 'film.film_genre.films_in_this_genre')
@@ -35,30 +36,34 @@ def recbole_dir() -> str:
 
 def read_atomic(path: str, fields: tuple[str, ...]):
   """Rows of a RecBole atomic file, checking the header names `fields` in order."""
-  if not os.path.exists(path):
-    raise DataError('file not found', path)
+  errors.require_file(path, 'file not found')
   with open(path, encoding='utf-8') as f:
     header = f.readline().rstrip('\n').split('\t')
     names = tuple(h.split(':')[0] for h in header)
     if names != fields:
       raise DataError(f'header {names} but expected {fields}', path, 1)
+    n = 1
     for n, line in enumerate(f, start=2):
       row = line.rstrip('\n').split('\t')
       if len(row) != len(fields):
         raise DataError(f'{len(row)} tab-separated fields but expected {len(fields)}', path, n)
       yield n, row
+    if n == 1:
+      raise DataError('no rows after the header', path)
 
 
 def read(folder: str, min_entity_items: int) -> raw_lib.RawData:
   p = lambda name: os.path.join(folder, name)
   item_keys, genres, item_index = [], [], {}
-  for _, (iid, _, _, cls) in read_atomic(p('ml-100k.item'), ('item_id', 'movie_title', 'release_year', 'class')):
+  for n, (iid, _, _, cls) in read_atomic(p('ml-100k.item'), ('item_id', 'movie_title', 'release_year', 'class')):
+    iid = errors.require_id(iid, 'item_id', p('ml-100k.item'), n)
     item_index[iid] = len(item_keys)
     item_keys.append(iid)
     genres.append(cls.split())
 
   user_keys, user_index, users, items, times = [], {}, [], [], []
   for n, (uid, iid, _, ts) in read_atomic(p('ml-100k.inter'), ('user_id', 'item_id', 'rating', 'timestamp')):
+    uid = errors.require_id(uid, 'user_id', p('ml-100k.inter'), n)
     if iid not in item_index:
       raise DataError(f'item {iid!r} is not in ml-100k.item', p('ml-100k.inter'), n)
     try:

@@ -1,5 +1,6 @@
 """The shared preparation rules (DESIGN 3.3-3.4): drops, splits, vocabulary,
-cold/warm and the fixed evaluation negatives, applied to any reader's RawData."""
+cold/warm users and items, and the fixed evaluation negatives, applied to any
+reader's RawData."""
 
 import collections
 import dataclasses
@@ -17,7 +18,8 @@ class PrepSettings:
   seed: int = 0
   train_fraction: float = 0.6
   valid_fraction: float = 0.1
-  cold_max_train_interactions: int = 3
+  cold_max_train_interactions: int = 3  # users (the paper's cold/warm partition)
+  cold_item_max_train_interactions: int = 3  # items (the item cold-start extra)
   min_element_count: int = 1
   max_elements: int = 20
   num_negatives: int = 500
@@ -31,9 +33,9 @@ class Prepared:
   item_raw: [I] raw item index of each kept item (to load its source).
   item_elements: [I] int32 arrays of element ids (1-based; 0 is padding).
   vocab: [E + 1] element names, vocab[0] = '<pad>'.
-  train_counts: [I] int64; cold: [I] bool.
+  train_counts: [I] int64; cold: [I] bool, the cold items.
   user_indptr: [U + 1]; user_items, user_times, user_splits: [N] grouped by user
-    in chronological order.
+    in chronological order. user_cold: [U] bool, the cold users.
   negatives: [U, R, K] int32 evaluation negatives.
   """
   item_keys: list
@@ -47,6 +49,7 @@ class Prepared:
   user_items: np.ndarray
   user_times: np.ndarray
   user_splits: np.ndarray
+  user_cold: np.ndarray
   negatives: np.ndarray
   dropped: list  # (item key, reason)
   stats: dict
@@ -143,9 +146,21 @@ def prepare(raw: raw_lib.RawData, s: PrepSettings) -> Prepared:
     splits = chronological_split(counts, s.train_fraction, s.valid_fraction)
   else:
     splits = sp[order].astype(np.int8)
+  for split in (raw_lib.TRAIN, raw_lib.VALID, raw_lib.TEST):
+    if not (splits == split).any():  # nothing to select or report on: refused, not skipped
+      how = (f"the source's split labels, {stats['dropped_interactions']} interactions of dropped "
+             'items removed' if sp is not None else
+             f'dataset.train_fraction={s.train_fraction}, dataset.valid_fraction={s.valid_fraction} '
+             f'and at most {counts.max()} interactions per user')
+      raise DataError(f'the {raw_lib.SPLIT_NAMES[split]} split is empty after preparation '
+                      f'(with {how}); each split is needed: train to fit, valid to pick '
+                      'the epoch, test to report')
 
-  train_counts = np.bincount(i[splits == raw_lib.TRAIN], minlength=num_items).astype(np.int64)
-  cold = train_counts <= s.cold_max_train_interactions
+  is_train = splits == raw_lib.TRAIN
+  train_counts = np.bincount(i[is_train], minlength=num_items).astype(np.int64)
+  cold = train_counts <= s.cold_item_max_train_interactions
+  # The paper's cold/warm partition is of users (DESIGN 3.3).
+  user_cold = np.bincount(u[is_train], minlength=num_users) <= s.cold_max_train_interactions
 
   vocab, rare = build_vocab([raw.item_elements[r] for r in item_raw], s.min_element_count)
   index = {n: k for k, n in enumerate(vocab)}
@@ -170,7 +185,9 @@ def prepare(raw: raw_lib.RawData, s: PrepSettings) -> Prepared:
       users=int(num_users), items=int(num_items), interactions=int(n),
       elements=len(vocab) - 1, sparsity=float(1.0 - n / (num_users * num_items)),
       train=int((splits == raw_lib.TRAIN).sum()), valid=int((splits == raw_lib.VALID).sum()),
-      test=int(test.sum()), cold_items=int(cold.sum()), warm_items=int((~cold).sum()),
+      test=int(test.sum()), cold_users=int(user_cold.sum()), warm_users=int((~user_cold).sum()),
+      cold_user_share=float(user_cold.mean()),
+      cold_items=int(cold.sum()), warm_items=int((~cold).sum()),
       dropped_items=len(dropped), test_users_with_cold_positives=int(user_test_cold.sum()),
       rare_elements_removed=int(rare), items_with_truncated_elements=int(truncated),
       items_without_elements=int(sum(len(e) == 0 for e in item_elements)))
@@ -179,4 +196,4 @@ def prepare(raw: raw_lib.RawData, s: PrepSettings) -> Prepared:
       item_elements=item_elements, vocab=vocab, train_counts=train_counts, cold=cold,
       user_keys=[str(raw.user_keys[k]) for k in users_present], user_indptr=indptr,
       user_items=i.astype(np.int32), user_times=t.astype(np.float64), user_splits=splits,
-      negatives=negatives, dropped=dropped, stats=stats)
+      user_cold=user_cold, negatives=negatives, dropped=dropped, stats=stats)

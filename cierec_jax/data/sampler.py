@@ -6,15 +6,18 @@ items u has no training interaction with. The whole epoch is drawn at once, so
 every process sees the same epoch and takes its own slice of each global batch;
 the slices of all processes partition the epoch. The last batch is filled up
 with weight-0 rows, so shapes stay fixed and no interaction is dropped.
+A train call runs several steps (`train.steps_per_call`): `calls` stacks their
+batches with one slice of the epoch's arrays.
 """
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from cierec_jax.data import complement
 from cierec_jax.data import dataset as dataset_lib
+from cierec_jax.data import images
 from cierec_jax.data import raw as raw_lib
 
 
@@ -56,11 +59,30 @@ class BPRSampler:
 
   def batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """This process's batches of `epoch`, from `start_step` (for resuming)."""
+    for _, stacked in self.calls(epoch, start_step):
+      yield {k: v[0] for k, v in stacked.items()}
+
+  def calls(self, epoch: int, start_step: int = 0, steps_per_call: int = 1,
+            ends_call: Callable[[int], bool] = lambda step: False
+            ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """This process's batches of `epoch` from `start_step`, stacked per call.
+
+    Yields (first step in the epoch, {name: [n, local batch]}) with n at most
+    `steps_per_call`; a call also ends after the epoch's last step and after
+    each global step count s (epoch * steps_per_epoch + step) with ends_call(s),
+    so that a checkpoint or a halt there sees exactly that step's state.
+    """
     triples = self.epoch_triples(epoch)
-    g, b = self.global_batch_size, self.local_batch_size
-    for step in range(start_step, self.steps_per_epoch):
-      lo = step * g + self.process_index * b
-      yield {k: v[lo:lo + b] for k, v in triples.items()}
+    g, b, spe = self.global_batch_size, self.local_batch_size, self.steps_per_epoch
+    mine = slice(self.process_index * b, (self.process_index + 1) * b)
+    lo = start_step
+    while lo < spe:
+      hi = lo + 1
+      while hi < min(lo + steps_per_call, spe) and not ends_call(epoch * spe + hi):
+        hi += 1
+      yield lo, {k: np.ascontiguousarray(v[lo * g:hi * g].reshape(hi - lo, g)[:, mine])
+                 for k, v in triples.items()}
+      lo = hi
 
 
 def sampler_for(data: dataset_lib.RecData, global_batch_size: int, seed: int,
@@ -76,11 +98,43 @@ def with_item_inputs(batch: dict, data: dataset_lib.RecData, annotations: bool =
   pos_content/neg_content: [B, H, W, 3] normalised float32 images or [B, F]
   features; pos_elements/neg_elements: [B, L] int32 (0-padded);
   pos_lengths/neg_lengths: [B] int32 (zero when annotations are withheld).
+  The ids may carry leading axes ([n, B] stacked calls): so do the outputs.
   """
+  lengths = data.item_lengths if annotations else np.zeros_like(data.item_lengths)
+  return _gather(batch, data.items.content, data.item_elements, lengths)
+
+
+def item_tables(data: dataset_lib.RecData) -> dict[str, np.ndarray]:
+  """Every item's model inputs, indexed by item id, for `device_item_inputs`
+  (needs the preloaded store): content [I, H, W, 3] uint8 or [I, F] float32,
+  elements [I, L] int32, lengths [I] int32."""
+  if data.items.array is None:
+    raise ValueError('item tables need the items in memory (dataset.preload=True)')
+  return {'content': data.items.array, 'elements': data.item_elements, 'lengths': data.item_lengths}
+
+
+def device_item_inputs(batch: dict, tables: dict, modality: str) -> dict:
+  """`with_item_inputs` inside the train step, gathering from `item_tables`
+  that stay on the device (jax arrays)."""
+  content = lambda ids: dataset_lib.model_content(tables['content'][ids], modality)
+  return _gather(batch, content, tables['elements'], tables['lengths'])
+
+
+def _gather(batch: dict, content, elements, lengths) -> dict:
+  """content: ids -> model-ready content; elements [I, L], lengths [I]."""
   out = dict(batch)
   for side in ('pos', 'neg'):
     ids = batch[side]
-    out[f'{side}_content'] = data.items.content(ids)
-    out[f'{side}_elements'] = data.item_elements[ids]
-    out[f'{side}_lengths'] = data.item_lengths[ids] if annotations else np.zeros(len(ids), np.int32)
+    out[f'{side}_content'] = content(ids)
+    out[f'{side}_elements'] = elements[ids]
+    out[f'{side}_lengths'] = lengths[ids]
   return out
+
+
+def device_item_tables(data: dataset_lib.RecData, max_bytes: float) -> dict | None:
+  """`item_tables` when the items are preloaded and their tables take at most
+  max_bytes (train.device_items_max_mb); None: gather on the host per batch."""
+  if data.items.array is None:
+    return None
+  tables = item_tables(data)
+  return tables if sum(v.nbytes for v in tables.values()) <= max_bytes else None

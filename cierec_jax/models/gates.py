@@ -17,13 +17,16 @@ def safe_normalize(x, eps: float = EPS):
   return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
+ACTIVATIONS = ('sigmoid', 'identity')
+
+
 def activation(name: str):
   """delta's non-linearity: 'sigmoid', or 'identity' (the paper's literal FC layer)."""
   if name == 'sigmoid':
     return nn.sigmoid
   if name == 'identity':
     return lambda x: x
-  raise ValueError(f"model.gate_activation={name!r}: expected 'sigmoid' or 'identity'")
+  raise ValueError(f'model.gate_activation={name!r}: expected one of {ACTIVATIONS}')
 
 
 class VisualAwareGate(nn.Module):

@@ -7,6 +7,7 @@ scores [B, C] candidates from them (`item_table`, `user_table`,
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from cierec_jax.models import gates
@@ -32,10 +33,8 @@ class Recommender(nn.Module):
     self.item_bias = nn.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros)
     if s.uses_q:
       self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
-    if s.encoder == 'resnet18':
-      self.encoder = resnet.ResNet18(s.encoder_width, D, axis_name=self.axis_name)
-    elif s.encoder == 'features':
-      self.encoder = resnet.FeatureEncoder(D)
+    if s.encoder is not None:
+      self.encoder = resnet.create(s, self.axis_name)
     if s.uses_v:
       self.visual = (gates.VisualAwareGate(d, D, s.gate_activation) if s.visual_gate
                      else gates.PlainVisual(d))
@@ -59,6 +58,10 @@ class Recommender(nn.Module):
     """content: [N, H, W, 3] or [N, F] float32 -> e: [N, D] float32 (None without encoder)."""
     if self.spec.encoder is None:
       return None
+    if 'encoder' in self.spec.frozen:
+      # model.freeze_encoder: fixed weights and BatchNorm statistics (inference mode), so
+      # e_i is exactly what cierec_jax.features extracts; no backward through the ResNet.
+      return jax.lax.stop_gradient(self.encoder(content, False))
     return self.encoder(content, train)
 
   def users(self, users):
@@ -129,7 +132,14 @@ class Recommender(nn.Module):
     if self.spec.vbpr:
       reg = reg + jnp.sum(user['a'] ** 2, -1)
     for side, e in (('pos', e_pos), ('neg', e_neg)):
-      item = self.items(batch[side], e, batch[f'{side}_elements'], batch[f'{side}_lengths'], scales)
+      lengths = batch[f'{side}_lengths']
+      if train and self.spec.annotation_dropout > 0:
+        # Withheld annotations at evaluation give the LSTM [x_0] alone; dropping
+        # them in training shows it such sequences too.
+        drop = jax.random.bernoulli(self.make_rng('dropout'), self.spec.annotation_dropout,
+                                    lengths.shape)
+        lengths = jnp.where(drop, 0, lengths)
+      item = self.items(batch[side], e, batch[f'{side}_elements'], lengths, scales)
       v = self._visual(user, item)
       out[side], _ = self._combine(user, item, v)
       if v is not None:

@@ -5,7 +5,7 @@ sampler, the train step, the optimiser routing and the evaluator serve all of
 them unchanged:
 
 - `spec`: a `spec.ModelSpec` (dims, encoder, `gr`, `reads_annotations`,
-  `frozen`, ...).
+  `frozen`, `bpr`, `dataset_arrays`, ...).
 - `__call__(batch, scales=None, train=True)` scores a batch of BPR triples
   (the sampler's arrays, see `sampler.with_item_inputs`) and returns a dict:
   `pos`, `neg`: [B] float32 scores; `reg`: [B] float32 squared norms that
@@ -13,7 +13,8 @@ them unchanged:
   per-example loss terms, already scaled by the model's own weights, which
   the train step averages with the batch weights, adds to the loss and logs.
   In training a `'dropout'` rng stream is available (`self.make_rng`);
-  `train=False` must be deterministic.
+  `train=False` must be deterministic. The train step adds the BPR term of
+  pos/neg unless `spec.bpr` is False (it is then logged only).
 - `encode(content, train)`: [N, ...] source modality -> [N, ...] encoder
   output (None without an encoder), computed once per item per evaluation.
 - `item_table(e, elements, lengths)`: every item's user-independent parts.
@@ -24,11 +25,26 @@ them unchanged:
 
 import flax.linen as nn
 
+from cierec_jax.models import amf
+from cierec_jax.models import amr
+from cierec_jax.models import clcrec
+from cierec_jax.models import dropoutnet
+from cierec_jax.models import hafr
+from cierec_jax.models import pinet
 from cierec_jax.models import recommender
 from cierec_jax.models import spec as spec_lib
+from cierec_jax.models import vecf
 
 # Models beyond the Recommender family: name -> build(model_config, axis_name=..., **dims).
-EXTRA = {}
+EXTRA = {
+    'vecf': vecf.build,
+    'hafr': hafr.build,
+    'pinet': pinet.build,
+    'amf': amf.build,
+    'amr': amr.build,
+    'dropoutnet': dropoutnet.build,
+    'clcrec': clcrec.build,
+}
 
 
 def names() -> tuple:

@@ -2,9 +2,14 @@
 
 import dataclasses
 
+from cierec_jax.models import conv_ops
+
 NAMES = ('mf', 'vbpr', 'mf_image', 'mf_semantics', 'cierec')  # built by recommender.Recommender
 BACKBONES = ('mf', 'vbpr')
 ENCODERS = ('auto', 'resnet18', 'features')
+BASE = {'mf': 'mf_image', 'vbpr': 'vbpr'}  # CIERec's Base per backbone: a Table II model
+# Read pre-extracted features under model.encoder='auto' (resolve_encoder), as in the paper.
+FEATURE_BASELINES = ('vbpr', 'mf_image')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +29,7 @@ class ModelSpec:
   feature_dim: int
   encoder: str | None  # 'resnet18' | 'features' | None (no content encoder)
   encoder_width: int
+  conv_impl: str  # how the encoder computes (models/conv_ops.py); never changes results
   gate_activation: str
   gr_actions: tuple
   uses_q: bool = False
@@ -39,6 +45,17 @@ class ModelSpec:
   reads_annotations: bool = False
   # Top-level params subtrees the optimiser leaves unchanged (optim.FROZEN).
   frozen: tuple = ()
+  # Training drops each item's annotation with this probability (PI models).
+  annotation_dropout: float = 0.0
+  # The train step's BPR term on pos/neg is part of the loss; False: logged only
+  # (models trained on their own `losses`: DropoutNet, CLCRec).
+  bpr: bool = True
+  # The loss reads other rows of the batch (in-batch negatives, per-row
+  # gradient sums), so it is not a sum of per-row terms (train.batch_shards).
+  batch_wide: bool = False
+  # Per-item RecData arrays (e.g. 'cold') the model holds as frozen top-level
+  # params of the same name, [I] float32, written from the dataset after init.
+  dataset_arrays: tuple = ()
 
   @property
   def ci(self) -> bool:
@@ -49,29 +66,59 @@ class ModelSpec:
     return int(self.uses_q) + int(self.uses_v) + int(self.uses_s)
 
 
-def resolve_encoder(model, modality: str) -> str:
-  """The encoder that reads the dataset's items: model.encoder, or by modality for 'auto'."""
+def resolve_encoder(model, modality: str, feature_baseline: bool = False) -> str:
+  """The encoder that reads the dataset's items.
+
+  Feature datasets: 'features' (their own vectors). Image datasets:
+  'resnet18' (pixels, trained end to end from model.encoder_init) or
+  'features' (vectors pre-extracted once by the frozen model.encoder_init
+  encoder, cierec_jax.features). 'auto' gives the paper's feature baselines
+  (`feature_baseline`: VBPR, MF(Image), Base) pre-extracted features when
+  there is a pretrained encoder to extract them with, else 'resnet18'.
+  """
   if model.encoder not in ENCODERS:
     raise ValueError(f'model.encoder={model.encoder!r}: expected one of {ENCODERS}')
-  want = 'resnet18' if modality == 'image' else 'features'
-  encoder = want if model.encoder == 'auto' else model.encoder
-  if encoder != want:
-    raise ValueError(f'model.encoder={model.encoder!r} cannot read the dataset\'s {modality} '
-                     f"items; use {want!r} or 'auto'")
-  return encoder
+  if modality != 'image':
+    if model.encoder == 'resnet18':
+      raise ValueError(f"model.encoder='resnet18' cannot read the dataset's {modality} items; "
+                       "use 'features' or 'auto'")
+    return 'features'
+  if model.encoder == 'auto':
+    return 'features' if feature_baseline and model.encoder_init else 'resnet18'
+  if model.encoder == 'features' and not model.encoder_init:
+    raise ValueError("model.encoder='features' on the dataset's image items reads features "
+                     'pre-extracted by a pretrained encoder: set model.encoder_init (README: '
+                     "Pretrained encoders), or use 'resnet18' or 'auto'")
+  return model.encoder
 
 
 def plain(model, *, num_users: int, num_items: int, num_elements: int, modality: str,
-          uses_encoder: bool = True, **flags) -> ModelSpec:
+          uses_encoder: bool = True, name: str | None = None, feature_baseline: bool = False,
+          **flags) -> ModelSpec:
   """The fields every model shares, from config.model and the dataset; `flags`
-  sets the structural fields (all False by default)."""
+  sets the structural fields (all False by default). name: the model the spec
+  describes (default model.name). feature_baseline: 'auto' reads pre-extracted
+  features on image datasets (resolve_encoder). model.freeze_encoder adds the
+  ResNet18 encoder to `frozen`."""
   if len(tuple(model.gr_actions)) < 1:
     raise ValueError('model.gr_actions must list at least one lambda')
-  encoder = resolve_encoder(model, modality) if uses_encoder else None
+  encoder = resolve_encoder(model, modality, feature_baseline) if uses_encoder else None
+  if model.freeze_encoder:
+    if (name or model.name) not in NAMES:
+      raise ValueError(f'model.freeze_encoder=True is implemented by the Recommender models '
+                       f'({", ".join(NAMES)} and those built on them); model.name={model.name!r} '
+                       'would still update its encoder\'s BatchNorm statistics')
+    if encoder != 'resnet18':
+      raise ValueError(f'model.freeze_encoder=True freezes the ResNet18 encoder, and '
+                       f'model.name={model.name!r} reads {encoder or "no content"} here '
+                       '(pre-extracted features are already frozen)')
+    flags['frozen'] = tuple(flags.get('frozen', ())) + ('encoder',)
+  conv_ops.resolve(model.conv_impl)  # a bad value fails here, naming the field
   return ModelSpec(
-      name=model.name, num_users=num_users, num_items=num_items, num_elements=num_elements,
+      name=name or model.name, num_users=num_users, num_items=num_items, num_elements=num_elements,
       embed_dim=int(model.embed_dim), feature_dim=int(model.feature_dim), encoder=encoder,
-      encoder_width=int(model.encoder_width), gate_activation=model.gate_activation,
+      encoder_width=int(model.encoder_width), conv_impl=str(model.conv_impl),
+      gate_activation=model.gate_activation,
       gr_actions=tuple(float(a) for a in model.gr_actions), **flags)
 
 
@@ -84,9 +131,20 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
     raise ValueError(f'model.name={name!r}: expected one of {NAMES}')
   if backbone not in BACKBONES:
     raise ValueError(f'model.backbone={backbone!r}: expected one of {BACKBONES}')
-  resolve_encoder(model, modality)
   uses_encoder = True
   flags = dict(uses_q=True)
+  if name == 'cierec' and not model.ci:
+    # Base: CI, TA, GR and PI all off is the backbone's Table II baseline
+    # (the paper's Table III Base rows equal its MF(Image) and VBPR rows).
+    on = [f'model.{f}=True' for f in ('pi', 'gr', 'ta') if model[f]]
+    if on:
+      raise ValueError(f'{", ".join(on)} needs model.ci=True: without CI the model is the '
+                       f'Base ({BASE[backbone]}), which has no inference gate, semantic LSTM '
+                       'or gradient gates')
+    name = BASE[backbone]
+  # The paper's VBPR, MF(Image) and hence Base use pre-extracted visual features.
+  feature_baseline = name in FEATURE_BASELINES
+  resolve_encoder(model, modality, feature_baseline)
   if name == 'mf':
     uses_encoder = False
   elif name == 'vbpr':
@@ -99,18 +157,15 @@ def create(model, *, num_users: int, num_items: int, num_elements: int, modality
     uses_encoder = False
     flags.update(uses_q=False, uses_s=True, pi=True)
   else:  # cierec
-    if model.pi and not model.ci:
-      raise ValueError('model.pi=True needs model.ci=True: the annotation tokens extend the '
-                       'inferred feature c_i in the semantic LSTM (eq. 5)')
-    if model.gr and not model.ci:
-      raise ValueError('model.gr=True needs model.ci=True: the semantic gradient gate sits on '
-                       'the e_i -> inference-gate path')
     if model.pi and not has_annotations:
       raise ValueError('model.pi=True needs annotations, and this dataset has none; '
                        'set model.pi=False')
-    flags.update(uses_v=True, uses_s=bool(model.ci), visual_gate=bool(model.ta),
-                 inference_gate=bool(model.ta and model.ci), semantic_from_c=bool(model.ci),
+    flags.update(uses_v=True, uses_s=True, visual_gate=bool(model.ta),
+                 inference_gate=bool(model.ta), semantic_from_c=True,
                  vbpr=backbone == 'vbpr', gr=bool(model.gr), pi=bool(model.pi))
   flags['reads_annotations'] = flags.get('pi', False)
+  if flags['reads_annotations']:
+    flags['annotation_dropout'] = float(model.get('annotation_dropout', 0.0))
   return plain(model, num_users=num_users, num_items=num_items, num_elements=num_elements,
-               modality=modality, uses_encoder=uses_encoder, **flags)
+               modality=modality, uses_encoder=uses_encoder, name=name,
+               feature_baseline=feature_baseline, **flags)
