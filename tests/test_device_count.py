@@ -22,15 +22,17 @@ def _one_epoch(c, data, devices):
   model = train.build_model(c, data)
   sampler = sampler_lib.sampler_for(data, c.train.batch_size, c.train.seed)
   tx = optim.create(c.train, sampler.steps_per_epoch)
-  batches = [sampler_lib.with_item_inputs(b, data) for b in sampler.batches(0)]
-  state = train_step.create_state(model, tx, batches[0], c.train.seed)
+  state = train_step.create_state(model, tx, sampler_lib.with_item_inputs(next(sampler.batches(0)), data),
+                                  c.train.seed)
   mesh = parallel.make_mesh(devices)
   shard_sum = parallel.ShardedSum(mesh, c.train.batch_shards, c.train.batch_size)
-  runner = parallel.JitRunner(train_step.make_train_step(model, tx, c.train.l2, None, shard_sum), mesh)
+  call = train_step.scan_steps(train_step.make_train_step(model, tx, c.train.l2, None, shard_sum))
+  runner = parallel.JitRunner(call, mesh)
   dstate = runner.put_state(jax.tree.map(np.array, state))  # a copy: the state is donated
   key = jax.random.key(c.train.seed)
-  for i, b in enumerate(batches):
-    dstate, _ = runner.step(dstate, runner.put_batch(b), jax.random.fold_in(key, i))
+  for first, batches in sampler.calls(0, steps_per_call=sampler.steps_per_epoch):  # one call
+    batches = sampler_lib.with_item_inputs(batches, data)
+    dstate, _ = runner.step(dstate, runner.put_batch(batches), None, key, first)
   return model, jax.device_get(dstate)
 
 

@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
+from cierec_jax import evaluate as eval_lib
 from cierec_jax import parallel
 from cierec_jax import train
 from configs import default
@@ -97,7 +99,12 @@ def test_two_processes_equal_one_process_with_two_devices(tiny_data, tmp_path):
   assert len(kinds) == len(set(kinds)), kinds
   assert [k for k, _ in kinds].count('valid') == 1 and [k for k, _ in kinds].count('test') == 1
   assert {f for f in os.listdir(workdir) if f.endswith('.tmp')} == set()
-  assert len(os.listdir(workdir / 'dump' / 'test')) == 3 * c.eval.repeats
+  dumps = sorted(os.listdir(workdir / 'dump' / 'test'))
+  assert len(dumps) == len(eval_lib.SUBSETS) * c.eval.repeats
+  for name in dumps:  # every user's rows, gathered from both processes
+    with np.load(workdir / 'dump' / 'test' / name) as a, np.load(tmp_path / 'one' / 'dump' / 'test' / name) as b:
+      for k in b.files:  # scores: one device's program vs a batch sharded on two, rounding apart
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-7, err_msg=f'{name}: {k}')
   for pid, out in enumerate(outs):
     printed = 'ex/s ETA' in out or '| mf |' in out
     assert printed == (pid % 2 == 0), f'process {pid % 2} printed: {out[-500:]}'
