@@ -84,6 +84,14 @@ INVALID = [
     ('model.freeze_encoder', 'yes', 'True or False'),
     ('pretrain.epochs', 0, '>= 1'),
     ('pretrain.lr', 0.0, '> 0'),
+    ('dataset.num_colours', 257, '<= 256'),
+    ('dataset.num_sizes', 0, '>= 1'),
+    ('train.coordinator_address', 12355, 'a string'),
+    ('train.coordinator_address', 'localhost', 'host:port of process 0'),
+    ('train.num_processes', -1, '>= 0'),
+    ('train.process_id', -2, '>= -1'),
+    ('train.batch_shards', -1, '>= 0'),
+    ('train.batch_shards', 3, 'a power of two'),
 ]
 
 
@@ -104,6 +112,9 @@ def test_invalid_value_is_named(field, value, expected):
     ({'tuned_lr.mf': -0.05}, "tuned_lr.mf=-0.05 (expected a finite number > 0)"),
     ({'dataset.name': 'amazon_cds'}, "model.encoder_init='pretrain' with dataset.name='amazon_cds'"),
     ({'pretrain.batch_size': 30000}, 'pretrain.batch_size=30000 > pretrain.num_train=20000'),
+    ({'train.num_processes': 2, 'train.process_id': 2}, 'train.process_id=2 (expected < train.num_processes=2)'),
+    ({'train.batch_shards': 512}, 'train.batch_shards=512 (expected to divide train.batch_size=256)'),
+    ({'train.batch_shards': 4, 'train.parallel': 'pmap'}, "train.batch_shards=4 with train.parallel='pmap'"),
 ])
 def test_relations_between_fields(fields, expected):
   found = config_checks.problems(_with(default.get_config(), **fields))
@@ -127,6 +138,10 @@ def test_batch_must_split_over_the_devices():
   c = _with(default.get_config(), **{'train.batch_size': 2})
   assert config_checks.problems(c, num_devices=4) == [
       'train.batch_size=2 (expected a multiple of the 4 devices)']
+  c = _with(default.get_config(), **{'train.batch_shards': 2})
+  assert config_checks.problems(c, num_devices=2) == []
+  assert config_checks.problems(c, num_devices=4) == [
+      'train.batch_shards=2 (expected a multiple of the 4 devices)']
 
 
 def test_unknown_fields_pass_and_known_fields_are_checked():

@@ -68,3 +68,16 @@ def test_wait_mode_waits_for_the_holder(tmp_path, capsys):
   assert time.time() - start >= 0.25
   assert 'waiting for preparation of x, in use by pid' in capsys.readouterr().err
   workdir_lock.release(path)
+
+
+def test_run_lock_is_refused_by_every_process_when_one_is_refused(tmp_path, monkeypatch):
+  from cierec_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  with train.run_lock(workdir):
+    assert os.path.exists(os.path.join(workdir, 'run.lock'))
+  # This process got its lock, another process of the run did not: this one stops too.
+  monkeypatch.setattr(parallel, 'failed_processes', lambda failed: [1])
+  with pytest.raises(workdir_lock.WorkdirBusy, match=r'processes \[1\] of this run'):
+    with train.run_lock(workdir):
+      pass
+  assert not os.path.exists(os.path.join(workdir, 'run.lock'))  # released on the way out
