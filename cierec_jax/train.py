@@ -159,7 +159,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float) -> dict:
   t = config.train
   data = load.load(config)
   model = build_model(config, data)
-  data = features_lib.for_model(config, data, model.spec.encoder)  # pre-extracted, if it reads them
+  data = features_lib.for_model(config, data, model.spec)  # pre-extracted, if it reads them
   pmap = t.parallel == 'pmap'
   step_model = build_model(config, data, parallel.AXIS) if pmap else model
   num_devices = jax.local_device_count() * jax.process_count() if pmap else jax.device_count()
