@@ -38,6 +38,7 @@ INVALID = [
     ('train.epochs', True, 'an integer'),
     ('train.dqn_lr', 0.0, '> 0'),
     ('train.l2', -1e-4, '>= 0'),
+    ('train.weight_l2', -0.1, '>= 0'),
     ('train.decay_rate', 0.0, '> 0 <= 1'),
     ('train.decay_rate', 2.0, '<= 1'),
     ('train.decay_epochs', 0, '>= 1'),
@@ -102,6 +103,7 @@ def test_invalid_value_is_named(field, value, expected):
     ({'model.ci': False}, 'model.pi=True needs model.ci=True'),
     ({'model.ci': False, 'model.pi': False, 'model.gr': False}, 'model.ta=True needs model.ci=True'),
     ({'tuned_lr.mf': -0.05}, "tuned_lr.mf=-0.05 (expected a finite number > 0)"),
+    ({'tuned_weight_l2.vbpr': -1.0}, "tuned_weight_l2.vbpr=-1.0 (expected a finite number >= 0)"),
     ({'dataset.name': 'amazon_cds'}, "model.encoder_init='pretrain' with dataset.name='amazon_cds'"),
     ({'pretrain.batch_size': 30000}, 'pretrain.batch_size=30000 > pretrain.num_train=20000'),
 ])
