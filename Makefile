@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 CONFIG ?= configs/default.py
 WORKDIR ?= runs/default
 
-.PHONY: venv run data test bench clean
+.PHONY: venv run data test test-fast bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: venv
 
 test: venv
 	$(PY) -m pytest -q -n 2 tests
+
+# The inner loop: everything but the end-to-end runs marked slow (CI runs those too).
+test-fast: venv
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 
 bench: venv
 	$(PY) -m experiments.bench_data

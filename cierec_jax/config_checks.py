@@ -152,6 +152,7 @@ FIELDS = {
     'train.decay_epochs': integer(lo=1),
     'train.decay_rate': number(gt=0, le=1),
     'train.l2': number(ge=0),
+    'train.weight_l2': number(ge=0),
     'train.parallel': one_of(PARALLEL_MODES),
     'train.distributed': boolean,
     'train.coordinator_address': text(),
@@ -224,12 +225,16 @@ def _pretrain(get):
   return out
 
 
-def _tuned_lr(get):
-  lrs = get('tuned_lr')
-  if not hasattr(lrs, 'items'):
-    return []
-  return [f'tuned_lr.{k}={v!r} (expected a finite number > 0)' for k, v in lrs.items()
-          if number(gt=0)(v)]
+def _tuned(get):
+  """The experiment scripts' per-model values: tuned_lr > 0, tuned_weight_l2 >= 0."""
+  out = []
+  for field, check, expected in (('tuned_lr', number(gt=0), '> 0'),
+                                 ('tuned_weight_l2', number(ge=0), '>= 0')):
+    values = get(field)
+    if hasattr(values, 'items'):
+      out += [f'{field}.{k}={v!r} (expected a finite number {expected})' for k, v in values.items()
+              if check(v)]
+  return out
 
 
 def _processes(get):
@@ -257,7 +262,7 @@ def _batch_shards(get):
   return out
 
 
-CROSS = (_splits, _elements_per_item, _cierec_parts, _pretrain, _tuned_lr, _processes, _batch_shards)
+CROSS = (_splits, _elements_per_item, _cierec_parts, _pretrain, _tuned, _processes, _batch_shards)
 
 
 def problems(config, num_devices: int | None = None) -> list[str]:

@@ -34,9 +34,12 @@ from cierec_jax.models import encoder_weights
 from cierec_jax.models import resnet
 
 
-def extract(config, data, weights: str) -> np.ndarray:
-  """[items, D] float32: the encoder from `weights`, inference mode, over data's images."""
-  encoder = resnet.ResNet18(int(config.model.encoder_width), int(config.model.feature_dim))
+def extract(config, data, weights: str, regions: bool = False) -> np.ndarray:
+  """[items, D] float32: the encoder from `weights`, inference mode, over data's
+  images; with `regions`, [items, h * w, D]: one vector per cell of its last
+  feature map (resnet.ResNet18(spatial=True), whose mean is the pooled vector)."""
+  encoder = resnet.ResNet18(int(config.model.encoder_width), int(config.model.feature_dim),
+                            spatial=regions)
   bs = int(config.eval.encode_batch_size)
   example = data.items.content(np.zeros(bs, np.int64))
   target = jax.eval_shape(lambda: encoder.init(jax.random.key(0), example, train=False))
@@ -50,8 +53,9 @@ def extract(config, data, weights: str) -> np.ndarray:
   return np.concatenate(chunks).astype(np.float32)
 
 
-def prepare(config, data=None) -> str:
-  """Extracts the table unless done before; returns the path of features.npy."""
+def prepare(config, data=None, regions: bool = False) -> str:
+  """Extracts the table (with `regions`, the per-region table) unless done
+  before; returns the path of its features.npy."""
   data = load.load(config) if data is None else data
   if data.modality != raw_lib.IMAGE:
     raise ConfigError(f'dataset.name={config.dataset.name!r} has {data.modality} items, not images: '
@@ -65,11 +69,12 @@ def prepare(config, data=None) -> str:
                                     'encoder_width': int(config.model.encoder_width),
                                     'feature_dim': int(config.model.feature_dim)})
   dataset_fp = builder.fingerprint(load.content_settings(config))
-  folder = os.path.join(data.path, f'features-{dataset_fp}-{encoder_fp}')
+  kind = 'regions' if regions else 'features'
+  folder = os.path.join(data.path, f'{kind}-{dataset_fp}-{encoder_fp}')
 
   def build(tmp):
     start = time.time()
-    table = extract(config, data, weights)
+    table = extract(config, data, weights, regions)
     np.save(os.path.join(tmp, 'features.npy'), table)
     return {'encoder_file': os.path.abspath(weights), 'encoder_sha1': sha1,
             'shape': list(table.shape), 'seconds': time.time() - start}
@@ -78,20 +83,21 @@ def prepare(config, data=None) -> str:
   path = os.path.join(folder, 'features.npy')
   shape = 'x'.join(map(str, info['shape']))
   if built:
-    print(f"features: encoded {info['shape'][0]:,} items with {info['encoder_file']} in "
+    print(f"{kind}: encoded {info['shape'][0]:,} items with {info['encoder_file']} in "
           f"{report.format_duration(info['seconds'])}; wrote {shape} float32 {path}", flush=True)
   else:
-    print(f"features: reusing {shape} float32 {path} (from {info['encoder_file']})", flush=True)
+    print(f"{kind}: reusing {shape} float32 {path} (from {info['encoder_file']})", flush=True)
   return path
 
 
-def for_model(config, data: dataset_lib.RecData, encoder: str | None) -> dataset_lib.RecData:
-  """The dataset as a model with this encoder reads it: on an image dataset a
-  'features' encoder reads the pre-extracted table (prepared on demand) in
-  place of the images; otherwise data unchanged."""
-  if encoder != 'features' or data.modality != raw_lib.IMAGE:
+def for_model(config, data: dataset_lib.RecData, spec) -> dataset_lib.RecData:
+  """The dataset as the model of `spec` (models.spec.ModelSpec) reads it: on an
+  image dataset a 'features' encoder reads the pre-extracted table (prepared
+  on demand; the per-region one for spec.region_features) in place of the
+  images; otherwise data unchanged."""
+  if spec.encoder != 'features' or data.modality != raw_lib.IMAGE:
     return data
-  path = prepare(config, data)
+  path = prepare(config, data, spec.region_features)
   table = np.load(path)
   if table.shape[0] != data.num_items:
     raise DataError(f'{table.shape[0]} rows, expected one per item ({data.num_items})', path)

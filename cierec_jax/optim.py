@@ -17,6 +17,12 @@ def labels(params, frozen=()):
   return flax.traverse_util.unflatten_dict({k: label(k) for k in flat})
 
 
+def kernels(params):
+  """True for the weight matrices and convolution kernels (leaves named 'kernel')."""
+  flat = flax.traverse_util.flatten_dict(params)
+  return flax.traverse_util.unflatten_dict({k: k[-1] == 'kernel' for k in flat})
+
+
 def staircase(lr: float, steps_per_epoch: int, decay_epochs: int, decay_rate: float):
   """lr * decay_rate ** floor(step / (decay_epochs * steps_per_epoch))."""
   return optax.exponential_decay(lr, transition_steps=max(1, decay_epochs * steps_per_epoch),
@@ -33,6 +39,11 @@ def create(train, steps_per_epoch: int, frozen=()) -> optax.GradientTransformati
   adagrad = optax.adagrad(sched(float(train.lr)),
                           initial_accumulator_value=float(train.adagrad_initial_accumulator),
                           eps=1e-10)
+  weight_l2 = float(train.get('weight_l2', 0.0))
+  if weight_l2 > 0:
+    # (weight_l2 / 2) * |W|^2 on the layers' kernels, which train.l2 (batch rows
+    # of the embedding tables) never reaches: VBPR's lambda_E on its projection.
+    adagrad = optax.chain(optax.add_decayed_weights(weight_l2, mask=kernels), adagrad)
   return optax.partition(
       {RECOMMENDER: adagrad,
        POLICIES: optax.adam(sched(float(train.dqn_lr))),

@@ -199,7 +199,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   out = report.RunOutputs(workdir, parallel.is_writer())
   data = load.load(config)
   model = build_model(config, data)
-  data = features_lib.for_model(config, data, model.spec.encoder)  # pre-extracted, if it reads them
+  data = features_lib.for_model(config, data, model.spec)  # pre-extracted, if it reads them
   pmap = t.parallel == 'pmap'
   step_model = build_model(config, data, parallel.AXIS) if pmap else model
   mesh = parallel.make_mesh(devices)

@@ -37,7 +37,9 @@ def get_config():
   c.pretrain.epochs = 4
   c.pretrain.batch_size = 64
   c.pretrain.lr = 0.002  # Adam, cosine-decayed to 0 over the run
-  # python -m experiments.tune --config=configs/default.py (lrs 0.01, 0.02, 0.05; seed 0)
-  c.tuned_lr.update(dict(mf=0.01, vbpr=0.05, mf_image=0.05, mf_semantics=0.05,
+  # python -m experiments.tune --config=configs/default.py --workdir=runs/synthetic (grids
+  # extended past their edges, early stopping; seed 0). vbpr and mf_image come from it; the
+  # other values are the previous protocol's until that grid finishes (README, Results).
+  c.tuned_lr.update(dict(mf=0.01, vbpr=0.01, mf_image=0.1, mf_semantics=0.05,
                          cierec_mf=0.05, cierec_vbpr=0.02))
   return c

@@ -74,7 +74,7 @@ def encoder_seconds(results: dict) -> float | None:
   model = train.build_model(c, data)
   if model.spec.encoder is None:
     return None
-  data = features_lib.for_model(c, data, model.spec.encoder)
+  data = features_lib.for_model(c, data, model.spec)
   batch = sampler_lib.with_item_inputs(
       next(sampler_lib.sampler_for(data, int(c.train.batch_size), 0).batches(0)), data)
   return yardstick.encoder_fwd_bwd_seconds(model, batch)

@@ -38,7 +38,7 @@ def representations(config, workdir, users, items_of):
   """(p [n_users, d], f [n_items, d], owner [n_items]) from a run's best-valid state."""
   data = load.load(config)
   model = train.build_model(config, data)
-  data = features.for_model(config, data, model.spec.encoder)
+  data = features.for_model(config, data, model.spec)
   mgr = ckpt_lib.Checkpointer(workdir, 1, 'best')
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   state = mgr.manager.restore(mgr.latest_step(), args=ocp.args.Composite(

@@ -1,6 +1,7 @@
 """Runs a grid of configurations through train_and_evaluate and tabulates them.
 
-Each run has its own workdir, `<root>/<label>/lr<lr>/seed<seed>`, so the
+Each run has its own workdir, `<root>/<label>/lr<lr>[/wl2_<weight_l2>]/seed<seed>`
+(the penalty level only when it is not 0), so the
 scripts that share a root share runs (a tuning run at the chosen learning rate
 is Table II's run of that seed). A run whose results.json exists is skipped, so
 an interrupted grid resumes (a half-finished run resumes from its checkpoint).
@@ -31,8 +32,10 @@ class Run:
 
   def workdir(self, root: str) -> str:
     safe = ''.join(ch if ch.isalnum() else '_' for ch in self.label).strip('_')
-    lr = dict(self.overrides).get('train.lr')
-    return os.path.join(root, safe, *([f'lr{lr:g}'] if lr is not None else []), f'seed{self.seed}')
+    o = dict(self.overrides)
+    lr, weight_l2 = o.get('train.lr'), o.get('train.weight_l2')
+    return os.path.join(root, safe, *([f'lr{lr:g}'] if lr is not None else []),
+                        *([f'wl2_{weight_l2:g}'] if weight_l2 else []), f'seed{self.seed}')
 
   def config_overrides(self, root: str) -> tuple:
     """The overrides, the seed and, with init_from, that run's workdir."""

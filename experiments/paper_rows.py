@@ -40,14 +40,17 @@ SAME_AS_TABLE2 = {('mf', 'Base'): 'MF(Image)', ('vbpr', 'Base'): 'VBPR',
 
 
 def model_key(overrides) -> str:
-  """The config.tuned_lr key of a row: the model name, with the backbone for cierec."""
+  """The config.tuned_lr / tuned_weight_l2 key of a row: the model name, with the backbone for cierec."""
   o = dict(overrides)
   return f"cierec_{o['model.backbone']}" if o['model.name'] == 'cierec' else o['model.name']
 
 
-def with_tuned_lr(config, overrides) -> tuple:
-  """Adds the row's valid-selected learning rate (config.tuned_lr) to its overrides."""
-  return tuple(overrides) + (('train.lr', float(config.tuned_lr[model_key(overrides)])),)
+def with_tuned(config, overrides) -> tuple:
+  """Adds the row's valid-selected learning rate and kernel penalty
+  (config.tuned_lr, config.tuned_weight_l2) to its overrides."""
+  key = model_key(overrides)
+  return tuple(overrides) + (('train.lr', float(config.tuned_lr[key])),
+                             ('train.weight_l2', float(config.tuned_weight_l2[key])))
 
 
 def select(labels=None) -> list:
@@ -58,14 +61,18 @@ def select(labels=None) -> list:
   return [(label, o) for label, o in MODELS if not labels or label in labels]
 
 
-def table2_run(config, label: str, overrides, seed: int, lr: float | None = None) -> grid.Run:
-  """A Table II model's run at `lr` (default: its tuned_lr). A two-stage model
-  starts from its base row's run of the same seed at the base's tuned rate."""
+def table2_run(config, label: str, overrides, seed: int, lr: float | None = None,
+               weight_l2: float | None = None) -> grid.Run:
+  """A Table II model's run at `lr` and `weight_l2` (defaults: its tuned
+  values). A two-stage model starts from its base row's run of the same seed
+  at the base's tuned values."""
   overrides = tuple(overrides)
-  lr = float(config.tuned_lr[model_key(overrides)]) if lr is None else float(lr)
+  key = model_key(overrides)
+  lr = float(config.tuned_lr[key]) if lr is None else float(lr)
+  weight_l2 = float(config.tuned_weight_l2[key]) if weight_l2 is None else float(weight_l2)
   base = STAGED.get(dict(overrides)['model.name'])
   init = table2_run(config, base, dict(MODELS)[base], seed) if base else None
-  return grid.Run(label, overrides + (('train.lr', lr),), seed, init)
+  return grid.Run(label, overrides + (('train.lr', lr), ('train.weight_l2', weight_l2)), seed, init)
 
 
 def table2_runs(config, seeds: int, labels=None):
@@ -84,7 +91,7 @@ def ablation_runs(config, seeds: int, backbones=BACKBONES, rows=ROWS):
       if same:
         out += [(backbone, label, run) for run in table2_runs(config, seeds, (same,))]
         continue
-      overrides = with_tuned_lr(config, (('model.name', 'cierec'), ('model.backbone', backbone)) + tuple(
+      overrides = with_tuned(config, (('model.name', 'cierec'), ('model.backbone', backbone)) + tuple(
           (f'model.{k}', v) for k, v in flags_.items()))
       out += [(backbone, label, grid.Run(f'CIERec({backbone.upper()}) {label}', overrides, s))
               for s in range(seeds)]

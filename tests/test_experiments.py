@@ -89,30 +89,47 @@ def test_table3_and_fig3_quick(tmp_path):
 
 
 def test_tune_quick(tmp_path):
-  out = _run('tune', tmp_path / 'runs', tmp_path / 'data', '--lrs=0.01,0.05', SOME,
-             '--max_extensions=1')
+  out = _run('tune', tmp_path / 'runs', tmp_path / 'data', '--lrs=0.01,0.05', '--weight_l2s=0,0.1',
+             SOME, '--max_extensions=1')
   rows = _csv(tmp_path / 'runs' / 'tune.csv')
-  assert rows[0] == ['model', 'lr: valid R@10', 'chosen', 'grid edge']
+  assert rows[0] == ['model', 'lr: valid R@10', 'lr chosen', 'lr grid edge',
+                     'weight_l2: valid R@10', 'weight_l2 chosen', 'weight_l2 grid edge']
   assert [r[0] for r in rows[1:]] == ['MF', 'MF(Semantics)']
-  line = [x for x in out.splitlines() if x.startswith('c.tuned_lr.update(')][0]
-  chosen = dict(kv.split('=') for kv in line[len('c.tuned_lr.update(dict('):-2].split(', '))
-  assert sorted(chosen) == ['mf', 'mf_semantics']
-  for key, (model, cell, best, edge) in zip(['mf', 'mf_semantics'], rows[1:]):
-    tried = {float(lr): float(v) for lr, v in (kv.split(': ') for kv in cell.split(', '))}
-    assert len(tried) == 3, 'one extension past the edge where the best of 0.01, 0.05 sat'
-    assert float(chosen[key]) == float(best) and tried[float(best)] == max(tried.values()), model
-    assert (edge == 'EDGE') == (float(best) in (min(tried), max(tried))), model
-    assert (edge == 'EDGE') == (f'WARNING: {model}:' in out)
+  parse = lambda cell: {float(k): float(v) for k, v in (kv.split(': ') for kv in cell.split(', '))}
+  for column, field in ((1, 'lr'), (4, 'weight_l2')):
+    line = [x for x in out.splitlines() if x.startswith(f'c.tuned_{field}.update(')][0]
+    chosen = dict(kv.split('=') for kv in line[len(f'c.tuned_{field}.update(dict('):-2].split(', '))
+    assert sorted(chosen) == ['mf', 'mf_semantics']
+    for key, row in zip(['mf', 'mf_semantics'], rows[1:]):
+      model, (cell, best, edge) = row[0], row[column:column + 3]
+      tried = parse(cell)
+      assert float(chosen[key]) == float(best) and tried[float(best)] == max(tried.values()), model
+      if field == 'lr':
+        assert len(tried) == 3, 'one extension past the edge where the best of 0.01, 0.05 sat'
+        assert (edge == 'EDGE') == (float(best) in (min(tried), max(tried))), model
+      else:  # 0 is no penalty: a natural end, not an edge
+        assert (edge == 'EDGE') == (float(best) != 0 and float(best) in (min(tried), max(tried))), model
+      assert (edge == 'EDGE') == (f'WARNING: {model}: the best {field}' in out)
+  # MF has no kernels: the penalty changes nothing, and a tie picks no penalty.
+  mf = parse(rows[1][4])
+  assert sorted(mf) == [0.0, 0.1] and mf[0.0] == mf[0.1] and rows[1][5] == '0'
+  # The penalised runs have their own workdirs next to the unpenalised ones.
+  assert os.path.exists(tmp_path / 'runs' / 'MF' / f'lr{float(rows[1][2]):g}' / 'wl2_0.1' / 'seed0' / 'results.json')
 
 
 def test_tune_extends_a_grid_past_the_edge_its_best_sits_on():
-  from experiments import lr_ladder  # pylint: disable=g-import-not-at-top
-  assert lr_ladder.extend({0.01: 0.2, 0.02: 0.3, 0.05: 0.4}) == [0.1]
-  assert lr_ladder.extend({0.01: 0.5, 0.02: 0.3, 0.05: 0.4}) == [0.005]
-  assert lr_ladder.extend({0.01: 0.2, 0.02: 0.5, 0.05: 0.4}) == []
-  assert lr_ladder.extend({0.2: 0.2, 0.5: 0.4}) == []  # the ladder ends at the paper's 0.5
-  assert lr_ladder.at_edge({0.2: 0.2, 0.5: 0.4}) and not lr_ladder.at_edge({0.01: 0.2, 0.02: 0.5, 0.05: 0.4})
-  assert lr_ladder.extend({0.01: 0.3, 0.02: 0.3}) == [0.005]  # a tie picks the smaller rate
+  from experiments import ladders  # pylint: disable=g-import-not-at-top
+  assert ladders.extend({0.01: 0.2, 0.02: 0.3, 0.05: 0.4}) == [0.1]
+  assert ladders.extend({0.01: 0.5, 0.02: 0.3, 0.05: 0.4}) == [0.005]
+  assert ladders.extend({0.01: 0.2, 0.02: 0.5, 0.05: 0.4}) == []
+  assert ladders.extend({0.2: 0.2, 0.5: 0.4}) == []  # the ladder ends at the paper's 0.5
+  assert ladders.at_edge({0.2: 0.2, 0.5: 0.4}) and not ladders.at_edge({0.01: 0.2, 0.02: 0.5, 0.05: 0.4})
+  assert ladders.extend({0.01: 0.3, 0.02: 0.3}) == [0.005]  # a tie picks the smaller rate
+  # The weight penalty: 0 (none) ends the ladder and is not an edge; a best at the top extends.
+  w = ladders.WEIGHT_L2
+  assert ladders.extend({0.0: 0.3, 0.01: 0.2}, w) == [] and not ladders.at_edge({0.0: 0.3, 0.01: 0.2}, (0.0,))
+  assert ladders.extend({0.0: 0.1, 0.01: 0.2, 0.1: 0.3}, w) == [1.0]
+  assert ladders.at_edge({0.0: 0.1, 0.01: 0.2, 0.1: 0.3}, (0.0,))
 
 
 def test_runs_share_workdirs_by_label_rate_and_seed():

@@ -92,6 +92,35 @@ def test_vecf_attention_and_pooled_feature_match_numpy():
     assert np.allclose(weights[2:].sum(1), 1) and weights[2:].std() > 0.01  # not uniform
 
 
+def test_vecf_on_pre_extracted_regions_matches_numpy():
+  """Image datasets with a pretrained encoder: each of the item's R region
+  vectors goes through relu(Dense_D), then the same attention over all R."""
+  model = mh.make(name='vecf', encoder_init='w.npz')
+  assert model.spec.encoder == 'features' and model.spec.region_features
+  assert not mh.make(modality='features', name='vecf', encoder_init='w.npz').spec.region_features
+  rng = np.random.default_rng(4)
+  batch = mh.batch(5, modality='features')
+  for side in ('pos', 'neg'):
+    batch[f'{side}_content'] = jnp.asarray(rng.normal(size=(5, 3, 10)), jnp.float32)  # [B, R, F]
+  shapes = mh.shapes(model, batch)['params']
+  p = jax.tree.map(lambda a: np.asarray(rng.normal(size=a.shape) * 0.5, np.float32), shapes)
+  out = model.apply({'params': p}, batch, None, train=False)
+  for side in ('pos', 'neg'):
+    u, i, x = _user_item(batch, side)
+    enc = p['encoder']['Dense_0']
+    r = _relu(x @ enc['kernel'] + enc['bias'])  # [B, R, D]
+    pu = p['user_embed']['embedding'][u]
+    att = p['attention']
+    logits = _relu((pu @ att['query']['kernel'])[:, None] + r @ att['key']['kernel'] + att['key']['bias']) @ att['score']
+    weights = _softmax(logits, np.ones(logits.shape, bool))
+    v = np.einsum('bm,bmd->bd', weights, r) @ p['project']['kernel'] + p['project']['bias']
+    q = p['item_embed']['embedding'][i]
+    want = (p['alpha'] + p['user_bias']['embedding'][u, 0] + p['item_bias']['embedding'][i, 0]
+            + np.sum(pu * (q + v), -1))
+    np.testing.assert_allclose(out[side], want, rtol=1e-4, atol=1e-5)
+    assert weights.std() > 0.01  # not uniform
+
+
 def test_hafr_attention_and_pooled_feature_match_numpy():
   model, batch, variables, p = _setup('hafr')
   out = _apply(model, variables, batch, False)

@@ -60,3 +60,21 @@ def test_frozen_subtrees_do_not_move():
   for path, u in jax.tree_util.tree_leaves_with_path(updates):
     moved = bool(np.any(np.asarray(u) != 0))
     assert moved == (path[0].key not in ('encoder', 'item_embed')), jax.tree_util.keystr(path)
+
+
+def test_weight_l2_adds_its_gradient_to_kernels_only():
+  """train.weight_l2: Adagrad sees g + weight_l2 * W on every kernel (policy
+  kernels are Adam's and untouched), g alone on embeddings and biases. With
+  g = 0 only the penalty moves a parameter: a first Adagrad step of -lr."""
+  params = jax.tree.map(lambda s: jnp.full(s.shape, 2.0, s.dtype), mh.shapes(mh.make(), mh.batch())['params'])
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  tx = optim.create(_train(weight_l2=0.1), 3)
+  updates, _ = jax.jit(tx.update)(zeros, tx.init(params), params)
+  kinds = set()
+  for path, u in jax.tree_util.tree_leaves_with_path(updates):
+    is_kernel = path[-1].key == 'kernel' and path[0].key != 'policy'
+    kinds.add(is_kernel)
+    np.testing.assert_allclose(u, -0.1 if is_kernel else 0.0, rtol=1e-5, err_msg=jax.tree_util.keystr(path))
+  assert kinds == {True, False}
+  off = optim.create(_train(), 3)
+  assert not any(np.any(np.asarray(u)) for u in jax.tree.leaves(jax.jit(off.update)(zeros, off.init(params), params)[0]))

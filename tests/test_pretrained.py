@@ -28,6 +28,7 @@ BASE = dict(name='cierec', ci=False, ta=False, gr=False, pi=False)
     (dict(BASE, backbone='vbpr'), 'features'), (dict(name='cierec'), 'resnet18'),
     (dict(BASE, ci=True), 'resnet18'), (dict(name='amr'), 'features'),
     (dict(name='dropoutnet'), 'features'), (dict(name='pinet'), 'resnet18'),
+    (dict(name='hafr'), 'features'), (dict(name='clcrec'), 'features'), (dict(name='vecf'), 'features'),
     (dict(name='vbpr', encoder='resnet18'), 'resnet18'), (dict(name='cierec', encoder='features'), 'features'),
     (dict(name='mf'), None), (dict(name='mf_semantics'), None)])
 def test_auto_gives_the_paper_baselines_pre_extracted_features(overrides, encoder):
@@ -88,6 +89,10 @@ def test_pretrain_features_and_runs_from_them(tmp_path, capsys, monkeypatch):
   alone = resnet.ResNet18(c.model.encoder_width, D).apply(weights, data.items.content(ids), train=False)
   np.testing.assert_allclose(table[ids], alone, rtol=1e-4, atol=1e-5)
   assert features.prepare(c, data) == table_path and 'features: reusing' in capsys.readouterr().out
+  # VECF's per-region table: 16x16 images leave a 1x1 last map, one region, the pooled vector.
+  regions_path = features.prepare(c, data, regions=True)
+  assert regions_path != table_path and 'regions: encoded' in capsys.readouterr().out
+  np.testing.assert_allclose(np.load(regions_path), table[:, None], rtol=1e-5, atol=1e-6)
   # Other weights, another table.
   other = str(tmp_path / 'other.npz')
   encoder_weights.save(other, jax.tree.map(lambda x: x * 0.5, weights))

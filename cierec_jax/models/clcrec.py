@@ -59,10 +59,7 @@ class CLCRec(nn.Module):
     self.user_embed = nn.Embed(s.num_users, d, embedding_init=recommender.EMBED_INIT)
     self.item_embed = nn.Embed(s.num_items, d, embedding_init=recommender.EMBED_INIT)
     self.cold = self.param('cold', nn.initializers.zeros, (s.num_items,))
-    if s.encoder == 'resnet18':
-      self.encoder = resnet.ResNet18(s.encoder_width, s.feature_dim, axis_name=self.axis_name)
-    else:
-      self.encoder = resnet.FeatureEncoder(s.feature_dim)
+    self.encoder = resnet.create(s, self.axis_name)
     if s.reads_annotations:
       self.elements = nn.Embed(s.num_elements, d, embedding_init=nn.initializers.normal(0.1))
     self.content_hidden = nn.Dense(HIDDEN)
@@ -131,6 +128,7 @@ def build(model, *, axis_name=None, num_users, num_items, num_elements, modality
       raise ValueError(f'model.{field}={model[field]}: expected a value in [0, 1]')
   spec = spec_lib.plain(model, num_users=num_users, num_items=num_items, num_elements=num_elements,
                         modality=modality, reads_annotations=bool(has_annotations), frozen=('cold',),
-                        bpr=False, dataset_arrays=('cold',), batch_wide=True)
+                        bpr=False, dataset_arrays=('cold',), batch_wide=True,
+                        feature_baseline=True)  # defined on pre-extracted content features
   return CLCRec(spec, float(model.temperature), float(model.contrast_weight),
                 float(model.content_sample_rate), axis_name)

@@ -125,5 +125,6 @@ def build(model, *, axis_name=None, num_users, num_items, num_elements, modality
   if not 0.0 <= float(model.hafr_dropout) < 1.0:
     raise ValueError(f'model.hafr_dropout={model.hafr_dropout}: expected a rate in [0, 1)')
   s = spec_lib.plain(model, num_users=num_users, num_items=num_items, num_elements=num_elements,
-                     modality=modality, uses_q=True, uses_v=True, uses_s=True, reads_annotations=True)
+                     modality=modality, uses_q=True, uses_v=True, uses_s=True, reads_annotations=True,
+                     feature_baseline=True)  # defined on pre-extracted CNN features
   return HAFR(s, float(model.hafr_dropout), axis_name=axis_name)

@@ -20,7 +20,7 @@ from cierec_jax.models import gates
 from cierec_jax.models import heads
 from cierec_jax.models import resnet
 from cierec_jax.models import spec as spec_lib
-from cierec_jax.models.recommender import EMBED_INIT
+from cierec_jax.models.recommender import user_vectors_and_biases
 from cierec_jax.models.spec import ModelSpec
 
 
@@ -59,9 +59,7 @@ class PiNet(nn.Module):
   def setup(self):
     s, d, D = self.spec, self.spec.embed_dim, self.spec.feature_dim
     self.alpha = self.param('alpha', nn.initializers.zeros, ())
-    self.user_embed = nn.Embed(s.num_users, d, embedding_init=EMBED_INIT)
-    self.user_bias = nn.Embed(s.num_users, 1, embedding_init=nn.initializers.zeros)
-    self.item_bias = nn.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros)
+    self.user_embed, self.user_bias, self.item_bias = user_vectors_and_biases(s)
     self.encoder = resnet.create(s, self.axis_name)
     self.gates = DualGate(D, s.gate_activation)
     self.collaborative = gates.PlainVisual(d)

@@ -21,6 +21,15 @@ EMBED_INIT = nn.initializers.normal(0.01)
 POLICY = 'policy'  # the params subtree the optimiser routes to Adam
 
 
+def user_vectors_and_biases(s: ModelSpec):
+  """p_u [U, d], b_u [U, 1] and b_i [I, 1]: the MF part every scorer shares
+  (set as self.user_embed, self.user_bias, self.item_bias: the names are the
+  parameter paths checkpoints and train.init_from match on)."""
+  return (nn.Embed(s.num_users, s.embed_dim, embedding_init=EMBED_INIT),
+          nn.Embed(s.num_users, 1, embedding_init=nn.initializers.zeros),
+          nn.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros))
+
+
 class Recommender(nn.Module):
   spec: ModelSpec
   axis_name: str | None = None  # BatchNorm's cross-device axis under pmap
@@ -28,9 +37,7 @@ class Recommender(nn.Module):
   def setup(self):
     s, d, D = self.spec, self.spec.embed_dim, self.spec.feature_dim
     self.alpha = self.param('alpha', nn.initializers.zeros, ())
-    self.user_embed = nn.Embed(s.num_users, d, embedding_init=EMBED_INIT)
-    self.user_bias = nn.Embed(s.num_users, 1, embedding_init=nn.initializers.zeros)
-    self.item_bias = nn.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros)
+    self.user_embed, self.user_bias, self.item_bias = user_vectors_and_biases(s)
     if s.uses_q:
       self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
     if s.encoder is not None:

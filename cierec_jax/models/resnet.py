@@ -101,13 +101,15 @@ def create(spec, axis_name: str | None = None, regions: int = 0) -> nn.Module:
   """The encoder spec.encoder names ('resnet18' or 'features').
 
   regions > 0: the form VECF reads, one vector per cell of the ResNet's last
-  feature map, or per entry for the `regions` largest entries of a feature vector.
+  feature map, or per entry for the `regions` largest entries of a feature
+  vector; pre-extracted per-region vectors (spec.region_features) go through
+  relu(Dense_D) each, as the cells do through the ResNet's projection.
   """
   if spec.encoder == 'resnet18':
     return ResNet18(spec.encoder_width, spec.feature_dim, axis_name=axis_name, spatial=regions > 0,
                     conv_impl=spec.conv_impl)
   if spec.encoder == 'features':
-    return FeatureEncoder(spec.feature_dim, regions=regions)
+    return FeatureEncoder(spec.feature_dim, regions=0 if spec.region_features else regions)
   raise ValueError(f'encoder {spec.encoder!r}: expected resnet18 or features')
 
 

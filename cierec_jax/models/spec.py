@@ -56,6 +56,9 @@ class ModelSpec:
   # Per-item RecData arrays (e.g. 'cold') the model holds as frozen top-level
   # params of the same name, [I] float32, written from the dataset after init.
   dataset_arrays: tuple = ()
+  # Reads pre-extracted per-region vectors [R, F] (the pretrained encoder's last
+  # feature map, one vector per cell): VECF's regions on image datasets.
+  region_features: bool = False
 
   @property
   def ci(self) -> bool:

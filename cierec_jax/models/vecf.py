@@ -3,11 +3,15 @@
 a_l = w . relu(W_u p_u + W_r r_l + b) over the item's regions r_l, alpha =
 softmax(a), v_ui = Dense_d(sum_l alpha_l r_l), and the BPR score
 y = alpha + b_u + b_i + p_u . (q_i + v_ui). Regions: the cells of the
-ResNet18's last feature map for images; for feature vectors, the
+ResNet18's last feature map for images, pre-extracted by the pretrained
+encoder as in the paper (VGG-19 regions there) when model.encoder_init is set,
+else trained end to end; for feature datasets' vectors, the
 `model.vecf_max_regions` largest non-zero entries, each encoded alone
 (resnet.FeatureEncoder). The review-generation branch is left out: no
 dataset here has review text (README, "Choices the paper leaves open").
 """
+
+import dataclasses
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -17,6 +21,7 @@ from cierec_jax.models import heads
 from cierec_jax.models import resnet
 from cierec_jax.models import spec as spec_lib
 from cierec_jax.models.recommender import EMBED_INIT
+from cierec_jax.models.recommender import user_vectors_and_biases
 from cierec_jax.models.spec import ModelSpec
 
 ACTIVATION = 'relu'
@@ -30,9 +35,7 @@ class VECF(nn.Module):
   def setup(self):
     s, d = self.spec, self.spec.embed_dim
     self.alpha = self.param('alpha', nn.initializers.zeros, ())
-    self.user_embed = nn.Embed(s.num_users, d, embedding_init=EMBED_INIT)
-    self.user_bias = nn.Embed(s.num_users, 1, embedding_init=nn.initializers.zeros)
-    self.item_bias = nn.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros)
+    self.user_embed, self.user_bias, self.item_bias = user_vectors_and_biases(s)
     self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
     self.encoder = resnet.create(s, self.axis_name, regions=self.max_regions)
     self.attention = attention.AdditiveAttention(d, ACTIVATION)
@@ -44,7 +47,7 @@ class VECF(nn.Module):
     for a region (0.0 for an empty slot: a feature vector with fewer than M
     non-zero entries). Since sum_l alpha_l = 1, pooling the projections is
     projecting the pooled region."""
-    if self.spec.encoder == 'resnet18':
+    if self.spec.encoder == 'resnet18' or self.spec.region_features:
       regions = self.encoder(content, train)  # [N, h * w, D]
       keys, values = self.attention.key_part(regions), self.project(regions)
       mask = jnp.ones(regions.shape[:2], jnp.float32)
@@ -121,5 +124,8 @@ def build(model, *, axis_name=None, num_users, num_items, num_elements, modality
   if int(model.vecf_max_regions) < 1:
     raise ValueError(f'model.vecf_max_regions={model.vecf_max_regions}: expected at least 1')
   s = spec_lib.plain(model, num_users=num_users, num_items=num_items, num_elements=num_elements,
-                     modality=modality, uses_q=True, uses_v=True)
+                     modality=modality, uses_q=True, uses_v=True,
+                     feature_baseline=True)  # defined on pre-extracted CNN region features
+  if s.encoder == 'features' and modality == 'image':
+    s = dataclasses.replace(s, region_features=True)
   return VECF(s, int(model.vecf_max_regions), axis_name=axis_name)
