@@ -3,6 +3,8 @@
 import json
 import os
 
+import jax
+
 SUBSET_TITLES = (('cold', 'Cold'), ('warm', 'Warm'), ('all', 'All'))
 
 
@@ -61,6 +63,12 @@ class MetricsLog:
       return []
     with open(self.path) as f:
       return [json.loads(line) for line in f if line.strip()]
+
+
+def say(line: str):
+  """Prints on process 0 only: every process of a multi-process run runs the same code."""
+  if jax.process_index() == 0:
+    print(line, flush=True)
 
 
 class RunOutputs:

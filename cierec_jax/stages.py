@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cierec_jax import report as report_lib
+
 # model.name -> the model whose trained parameters it starts from.
 PRETRAINED = {'amf': 'mf', 'amr': 'vbpr', 'dropoutnet': 'mf'}
 COLLECTIONS = ('params', 'batch_stats')
@@ -45,9 +47,9 @@ def source_workdir(config, workdir: str, train_fn) -> str | None:
     return None
   stage = stage_workdir(workdir, base)
   if os.path.exists(os.path.join(stage, 'results.json')):
-    print(f'stage {base}: reusing the finished run in {stage}', flush=True)
+    report_lib.say(f'stage {base}: reusing the finished run in {stage}')
   else:
-    print(f'stage {base}: training model.name={base} in {stage} first', flush=True)
+    report_lib.say(f'stage {base}: training model.name={base} in {stage} first')
     train_fn(stage_config(config, base), stage)
   return stage
 
@@ -122,7 +124,7 @@ def init_from(state, source: str, signature: dict, frozen=()):
           f'{p} (source {s}, model {t})' for p, s, t in mismatched))
     if missing:
       report.append(f'  {collection}: not in the source, kept initial values: {", ".join(missing)}')
-  print(f'init_from {source}:\n' + '\n'.join(report), flush=True)
+  report_lib.say(f'init_from {source}:\n' + '\n'.join(report))
   return state.replace(**new)
 
 

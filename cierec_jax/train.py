@@ -72,7 +72,7 @@ def init_encoder(state, tx, config, model):
   loaded = encoder_weights.load(weights, {'params': state.params['encoder'],
                                           'batch_stats': state.batch_stats['encoder']})
   params = {**state.params, 'encoder': loaded['params']}
-  print(f'encoder: ResNet18 starts from {weights}', flush=True)
+  report.say(f'encoder: ResNet18 starts from {weights}')
   batch_stats = {**state.batch_stats, 'encoder': loaded['batch_stats']}
   return state.replace(params=params, batch_stats=batch_stats, opt_state=tx.init(params))
 
