@@ -64,7 +64,7 @@ def corpus(seed: int, first: int, count: int, max_glyphs: int, size: int, noise:
     k = int(rng.integers(1, max_glyphs + 1))
     shape_ids = rng.integers(0, NUM_SHAPES, k)
     colour_ids = rng.integers(0, len(colours), k)
-    glyphs = [(synthetic.SHAPES[s], colours[c]) for s, c in zip(shape_ids, colour_ids)]
+    glyphs = [(synthetic.SHAPES[s], synthetic.COLOURS[colours[c]], 1.0) for s, c in zip(shape_ids, colour_ids)]
     out_images.append(synthetic.render(glyphs, size, rng, noise))
     out_shapes[n, shape_ids] = 1.0
     out_counts.append(k - 1)
