@@ -174,6 +174,12 @@ def scan_steps(step_fn, item_inputs=None):
         batch = item_inputs(batch, items)
       return step_fn(state, batch, jax.random.fold_in(key, first_step + i))
     n = jax.tree.leaves(batches)[0].shape[0]
+    if n == 1:
+      # No loop for one step: XLA:CPU runs a ResNet's convolutions inside a
+      # while-loop body ~13x slower (3.67 s against 0.27 s for the default
+      # CIERec(MF) step, one core), and image models run one step per call.
+      state, metrics = one(state, (jnp.zeros((), jnp.int32), jax.tree.map(lambda x: x[0], batches)))
+      return state, jax.tree.map(lambda x: x[None], metrics)
     return jax.lax.scan(one, state, (jnp.arange(n), batches))
   return call
 
