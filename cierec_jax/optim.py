@@ -39,7 +39,7 @@ def create(train, steps_per_epoch: int, frozen=()) -> optax.GradientTransformati
   adagrad = optax.adagrad(sched(float(train.lr)),
                           initial_accumulator_value=float(train.adagrad_initial_accumulator),
                           eps=1e-10)
-  weight_l2 = float(train.get('weight_l2', 0.0))
+  weight_l2 = float(train.weight_l2)
   if weight_l2 > 0:
     # (weight_l2 / 2) * |W|^2 on the layers' kernels, which train.l2 (batch rows
     # of the embedding tables) never reaches: VBPR's lambda_E on its projection.

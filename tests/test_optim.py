@@ -11,7 +11,7 @@ from tests import model_helpers as mh
 
 def _train(**kw):
   return ml_collections.ConfigDict({**dict(lr=0.1, dqn_lr=0.003, decay_epochs=2, decay_rate=0.5,
-                                           adagrad_initial_accumulator=0.0), **kw})
+                                           adagrad_initial_accumulator=0.0, weight_l2=0.0), **kw})
 
 
 def test_each_subtree_gets_its_own_optimiser():
