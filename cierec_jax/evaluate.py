@@ -67,32 +67,28 @@ def subset_masks(pos_mask, pos_cold, user_cold):
 
 
 def candidate_metrics(pos_scores, neg_scores, pos_mask, pos_cold, user_cold, ks) -> dict:
-  """Each (repeat, subset)'s per-user metrics, as a pure function of scores.
+  """Each (repeat, subset)'s per-user metrics, as a pure function of scores:
+  those of metrics.ranking_metrics on each user's list [subset's positives;
+  the repeat's negatives], computed from the positives' ranks.
 
   pos_scores: [B, P]; neg_scores: [B, R, K]; pos_mask, pos_cold: [B, P] bool;
   user_cold: [B] bool. Returns recall, ndcg: [B, R, S, len(ks)] and num_pos:
   [B, R, S], S in SUBSETS order; a user outside a subset has num_pos 0.
   """
-  b, p = pos_scores.shape
-  r, k = neg_scores.shape[1:]
+  r = neg_scores.shape[1]
   keep = subset_masks(pos_mask, pos_cold, user_cold)
-  labels = jnp.concatenate([jnp.ones((b, p), bool), jnp.zeros((b, k), bool)], axis=1)
-  ranked = [n for n in SUBSETS if n not in USER_SUBSETS]
-  recall, ndcg, num = [], [], []
-  for rep in range(r):
-    s = jnp.concatenate([pos_scores, neg_scores[:, rep]], axis=1)
-    out = {}
-    for name in ranked:
-      valid = jnp.concatenate([keep[SUBSETS.index(name)], jnp.ones((b, k), bool)], axis=1)
-      out[name] = metrics_lib.ranking_metrics(s, labels, valid, ks)
-    # A user subset keeps all of a user's positives: its users' 'all' metrics.
-    for name, flag in USER_SUBSETS.items():
-      rec, nd, n = out['all']
-      out[name] = (rec, nd, jnp.where(user_cold == flag, n, 0))
-    recall.append(jnp.stack([out[n][0] for n in SUBSETS], 1))
-    ndcg.append(jnp.stack([out[n][1] for n in SUBSETS], 1))
-    num.append(jnp.stack([out[n][2] for n in SUBSETS], 1))
-  return {'recall': jnp.stack(recall, 1), 'ndcg': jnp.stack(ndcg, 1), 'num_pos': jnp.stack(num, 1)}
+  ranked = [SUBSETS.index(n) for n in SUBSETS if n not in USER_SUBSETS]
+  ranked_keep = keep[jnp.asarray(ranked)]
+  recall, ndcg, num = metrics_lib.metrics_from_ranks(
+      metrics_lib.positive_ranks(pos_scores, neg_scores, ranked_keep, max(ks)), ranked_keep, ks)
+  out = {SUBSETS[s]: (recall[j], ndcg[j], num[j]) for j, s in enumerate(ranked)}
+  # A user subset keeps all of a user's positives: its users' 'all' metrics.
+  for name, flag in USER_SUBSETS.items():
+    rec, nd, n = out['all']
+    out[name] = (rec, nd, jnp.where(user_cold == flag, n, 0))
+  stack = lambda i: jnp.stack([out[n][i] for n in SUBSETS], 2)  # [B, R, S, ...]
+  return {'recall': stack(0), 'ndcg': stack(1),
+          'num_pos': jnp.broadcast_to(jnp.stack([out[n][2] for n in SUBSETS], 1)[:, None], (len(user_cold), r, len(SUBSETS)))}
 
 
 class Evaluator:

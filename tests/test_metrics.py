@@ -1,6 +1,7 @@
 """Recall@K / NDCG@K on hand-computed cases."""
 
 import numpy as np
+import pytest
 
 from cierec_jax import metrics
 
@@ -53,3 +54,34 @@ def test_user_without_positive_reports_zero_positives():
   r, n, p = _run([[0.5, 0.9], [0.5, 0.9]], [[0, 0], [1, 0]], ks=(1, 2))
   assert p.tolist() == [0, 1]
   assert np.isfinite(r).all() and np.isfinite(n).all()
+
+
+@pytest.mark.parametrize('ks', [(1, 3, 5, 20), (1, 2)])
+def test_candidate_metrics_from_ranks_equal_sorting_each_list(ks):
+  """evaluate.candidate_metrics counts ranks against the best max(ks)
+  negatives; ranking_metrics sorts each (repeat, subset) list. Integer scores
+  make ties common, between positives and between a positive and negatives;
+  ks=(1, 2) keeps 2 of the 9 negatives."""
+  from cierec_jax import evaluate
+
+  rng = np.random.default_rng(0)
+  b, p, r, k = 6, 7, 3, 9
+  pos_scores = rng.integers(0, 6, (b, p)).astype(np.float32)
+  neg_scores = rng.integers(0, 6, (b, r, k)).astype(np.float32)
+  pos_mask = rng.random((b, p)) < 0.7
+  pos_mask[0] = False  # a user without positives
+  pos_cold = (rng.random((b, p)) < 0.4) & pos_mask
+  user_cold = rng.random(b) < 0.5
+  out = evaluate.candidate_metrics(pos_scores, neg_scores, pos_mask, pos_cold, user_cold, ks)
+  keep = evaluate.subset_masks(pos_mask, pos_cold, user_cold)
+  labels = np.concatenate([np.ones((b, p), bool), np.zeros((b, k), bool)], axis=1)
+  for s in range(len(evaluate.SUBSETS)):
+    valid = np.concatenate([keep[s], np.ones((b, k), bool)], axis=1)
+    for rep in range(r):
+      scores = np.concatenate([pos_scores, neg_scores[:, rep]], axis=1)
+      rec, nd, num = metrics.ranking_metrics(scores, labels, valid, ks)
+      np.testing.assert_array_equal(np.asarray(out['num_pos'])[:, rep, s], np.asarray(num))
+      has = np.asarray(num) > 0  # users outside a subset have no metric
+      assert has.any() and not has.all()
+      np.testing.assert_allclose(np.asarray(out['recall'])[has, rep, s], np.asarray(rec)[has], atol=1e-6)
+      np.testing.assert_allclose(np.asarray(out['ndcg'])[has, rep, s], np.asarray(nd)[has], atol=1e-6)
