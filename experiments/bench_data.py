@@ -110,7 +110,7 @@ def main(_):
   n = len(s.users)
   print(f'device: {yardstick.device_line()}, {os.cpu_count()} CPUs')
   print(f'sampler ({c.dataset.name}, {n} training triples): '
-        f'{rate(lambda e: s.epoch_triples(e), n):,.0f} triples/s')
+        f'{rate(lambda e: s.draw(e), n):,.0f} triples/s')
   paper = c.copy_and_resolve_references()
   paper.dataset.image_size = 224
   paper.dataset.num_items = _PAPER_ITEMS.value

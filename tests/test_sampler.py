@@ -47,6 +47,17 @@ def test_deterministic_given_seed_and_epoch(tiny_data):
   assert not np.array_equal(a['user'], c['user'])
 
 
+def test_epoch_drawn_ahead_equals_epoch_drawn_now(tiny_data):
+  """epoch_triples draws the next epoch in the background; in order, out of
+  order or repeated, each epoch is the same as its direct draw."""
+  s = sampler_lib.sampler_for(tiny_data, 32, seed=5)
+  fresh = sampler_lib.sampler_for(tiny_data, 32, seed=5)
+  for epoch in (0, 1, 2, 2, 5, 0, 1):
+    got, want = s.epoch_triples(epoch), fresh.draw(epoch)
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k], err_msg=f'epoch {epoch}, {k}')
+
+
 @pytest.mark.parametrize('count', [2, 4])
 def test_process_shards_partition_the_epoch(tiny_data, count):
   whole = sampler_lib.sampler_for(tiny_data, 32, seed=0)

@@ -11,6 +11,7 @@ batches with one slice of the epoch's arrays.
 """
 
 import math
+import threading
 from typing import Callable, Iterator
 
 import numpy as np
@@ -40,13 +41,33 @@ class BPRSampler:
     self.seed = seed
     self.process_index = process_index
     self.steps_per_epoch = math.ceil(len(self.users) / global_batch_size)
+    self._ahead = None  # (epoch, thread, result holder): the next epoch, drawn in the background
 
   def examples(self, step: int) -> int:
     """Real (weight-1) rows in global batch `step` of an epoch, over all processes."""
     return min(self.global_batch_size, len(self.users) - step * self.global_batch_size)
 
   def epoch_triples(self, epoch: int) -> dict[str, np.ndarray]:
-    """The whole epoch for all processes: user/pos/neg [S * B] int32, weight [S * B] float32."""
+    """The whole epoch for all processes: user/pos/neg [S * B] int32, weight [S * B] float32.
+
+    Epoch e + 1 is drawn in a background thread as soon as epoch e is asked
+    for, so an epoch's first call does not wait for the draw (on MovieLens
+    MF the draw is ~15% of an epoch's training time).
+    """
+    ahead, self._ahead = self._ahead, None
+    if ahead is not None and ahead[0] == epoch:
+      ahead[1].join()
+      triples = ahead[2][0] if ahead[2] else self.draw(epoch)  # a failed draw raises here
+    else:
+      triples = self.draw(epoch)
+    holder = []
+    thread = threading.Thread(target=lambda: holder.append(self.draw(epoch + 1)), daemon=True)
+    thread.start()
+    self._ahead = (epoch + 1, thread, holder)
+    return triples
+
+  def draw(self, epoch: int) -> dict[str, np.ndarray]:
+    """epoch_triples, computed now: a function of (seed, epoch) only."""
     rng = np.random.default_rng([self.seed, epoch])
     order = rng.permutation(len(self.users))
     users, pos = self.users[order], self.items[order]
