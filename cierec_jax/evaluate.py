@@ -151,8 +151,11 @@ class Evaluator:
       # repeat's candidates when I <= P + R*K; the scores are the same.
       score_all = self.data.num_items <= p + r * k
     if score_all:
-      every = jnp.broadcast_to(jnp.arange(self.data.num_items, dtype=cands.dtype), (b, self.data.num_items))
-      scores = self.model.apply(variables, batch['users'], every, table, method='score_candidates')
+      if hasattr(self.model, 'score_all_items'):  # without gathering the table per user
+        scores = self.model.apply(variables, batch['users'], table, method='score_all_items')
+      else:
+        every = jnp.broadcast_to(jnp.arange(self.data.num_items, dtype=cands.dtype), (b, self.data.num_items))
+        scores = self.model.apply(variables, batch['users'], every, table, method='score_candidates')
       scores = jnp.take_along_axis(scores, cands, axis=1)
     else:
       scores = self.model.apply(variables, batch['users'], cands, table, method='score_candidates')

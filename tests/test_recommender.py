@@ -130,6 +130,10 @@ def test_scoring_function_equals_training_score(overrides, monkeypatch):
   table = model.apply(variables, e, elements, lengths, method='item_table')
   scores = model.apply(variables, users, cands, table, method='score_candidates')
   assert scores.shape == (4, 6)
+  if hasattr(model, 'score_all_items'):  # every item at once, the table broadcast
+    every = model.apply(variables, users, table, method='score_all_items')
+    assert every.shape == (4, len(contents))
+    np.testing.assert_allclose(jnp.take_along_axis(every, cands, axis=1), scores, atol=1e-5)
   np.testing.assert_allclose(scores[:, 0], train_scores['pos'], atol=1e-5)
   np.testing.assert_allclose(scores[:, 1], train_scores['neg'], atol=1e-5)
   # every candidate column agrees with a training score of that pair

@@ -17,7 +17,9 @@ class Fusion(nn.Module):
       raise ValueError(f'Fusion built for {self.num_parts} parts, got {len(parts)}')
     if self.num_parts == 1:
       return parts[0]
-    return nn.leaky_relu(nn.Dense(self.embed_dim, name='mlp_f')(jnp.concatenate(parts, axis=-1)))
+    # Parts may broadcast against each other (item parts [1, I, d] at evaluation).
+    return nn.leaky_relu(nn.Dense(self.embed_dim, name='mlp_f')(
+        jnp.concatenate(jnp.broadcast_arrays(*parts), axis=-1)))
 
 
 def mf_score(alpha, b_u, b_i, p_u, f_i):

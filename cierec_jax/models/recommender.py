@@ -190,9 +190,10 @@ class Recommender(nn.Module):
     return table
 
   def _candidates(self, users, candidates, item_table):
-    """(score [B, C], fused item representation f [B, C, d]) from the tables."""
+    """(score [B, C], fused item representation f [B, C, d]) from the tables;
+    candidates=None: every item, C = I, the table broadcast rather than gathered."""
     user = {k: v[:, None] for k, v in self.user_table(users).items()}
-    item = {k: v[candidates] for k, v in item_table.items()}
+    item = {k: v[None] if candidates is None else v[candidates] for k, v in item_table.items()}
     v = None
     if self.spec.uses_v:
       if self.spec.visual_gate:
@@ -206,6 +207,12 @@ class Recommender(nn.Module):
     -> [B, C] float32 scores, equal to training-mode scores with BatchNorm in
     inference mode and the gradient gates' identity forward."""
     return self._candidates(users, candidates, item_table)[0]
+
+  def score_all_items(self, users, item_table):
+    """users: [B] -> [B, I] scores of every item: score_candidates without a
+    [B, I, ...] copy of each item table entry (CIERec's e_i and gate part are
+    [I, D] each)."""
+    return self._candidates(users, None, item_table)[0]
 
   def fused_candidates(self, users, candidates, item_table):
     """[B, C, d] f_i as user users[b] sees candidates[b, c] (v_i depends on the user)."""
