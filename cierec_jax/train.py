@@ -242,7 +242,8 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None,
                                      shard_sum(t, mesh, model.spec, pmap))
   call_fn = step_lib.scan_steps(
-      step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.items.modality))
+      step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.items.modality),
+      step_lib.scan_unroll(model.spec))
   runner = parallel.PmapRunner(call_fn, devices) if pmap else parallel.JitRunner(call_fn, mesh)
   per_call = step_lib.steps_per_call(int(t.steps_per_call), model.spec, spe)
   tables = sampler_lib.device_item_tables(data, float(t.device_items_max_mb) * 2**20)

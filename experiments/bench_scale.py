@@ -79,7 +79,7 @@ def measure(data_dir: str, model: str, steps: int, evaluate: bool, eval_users: i
   state = train_step.create_state(net, tx, sampler_lib.with_item_inputs(next(sampler.batches(0)), data),
                                   int(t.seed))
   call = train_step.scan_steps(train_step.make_train_step(net, tx, float(t.l2)), functools.partial(
-      sampler_lib.device_item_inputs, modality=data.items.modality))
+      sampler_lib.device_item_inputs, modality=data.items.modality), train_step.scan_unroll(net.spec))
   runner = parallel.JitRunner(call, parallel.make_mesh())
   per_call = train_step.steps_per_call(int(t.steps_per_call), net.spec, sampler.steps_per_epoch)
   tables = sampler_lib.device_item_tables(data, float(t.device_items_max_mb) * 2**20)
