@@ -65,7 +65,10 @@ def main(_):
   config = _CONFIG.value
   panels = [(label, run) for _, label, run in paper_rows.ablation_runs(config, 1, backbones=('mf',))
             if label in PANELS]
-  grid.run_grid(config, [run for _, run in panels], _WORKDIR.value, quick=_QUICK.value)
+  results = grid.run_grid(config, [run for _, run in panels], _WORKDIR.value, quick=_QUICK.value)
+  lost = [run.workdir(_WORKDIR.value) for _, run in panels if grid.diverged(results[run])]
+  if lost:
+    raise SystemExit(f'fig3 draws from the runs {lost}, which diverged: see their diverged.json')
   data = load.load(config)
   rng = np.random.default_rng(_SEED.value)
   users = sorted(rng.choice(data.num_users, size=_USERS.value, replace=False).tolist())

@@ -5,6 +5,10 @@ Each run has its own workdir, `<root>/<label>/lr<lr>[/wl2_<weight_l2>]/seed<seed
 scripts that share a root share runs (a tuning run at the chosen learning rate
 is Table II's run of that seed). A run whose results.json exists is skipped, so
 an interrupted grid resumes (a half-finished run resumes from its checkpoint).
+A run that diverges (DivergenceError, e.g. a learning rate too high) is a
+result, not the end of the grid: its workdir gets diverged.json, its result
+is {'diverged': why}, tuning ranks it below every finished run, and tables
+say "diverged" in its cells (delete diverged.json to run it again).
 A run may start from another run's trained state (`init_from`), which is
 trained first when it is not finished. Compiled steps are cached on disk
 across runs of the same shape.
@@ -19,8 +23,11 @@ import time
 import jax
 import numpy as np
 
+from cierec_jax import divergence
 from cierec_jax import report
 from cierec_jax import train
+
+DIVERGED = 'diverged'  # the result key (and the workdir's <DIVERGED>.json) of a diverged run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,29 +80,50 @@ def run_grid(config, runs, root: str, quick: bool = False) -> dict:
   runs = sorted(runs, key=lambda r: r.init_from is not None)  # stable: bases before the runs they start
   for n, run in enumerate(runs, start=1):
     workdir = run.workdir(root)
-    path = os.path.join(workdir, 'results.json')
-    if os.path.exists(path):
-      with open(path) as f:
+    done = [os.path.join(workdir, f) for f in ('results.json', f'{DIVERGED}.json')]
+    done = [p for p in done if os.path.exists(p)]
+    if done:
+      with open(done[0]) as f:
         results[run] = json.load(f)
-      print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: done before, skipped', flush=True)
+      print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: done before, skipped'
+            f'{" (diverged)" if diverged(results[run]) else ""}', flush=True)
+      continue
+    if run.init_from is not None and diverged(results[run.init_from]):
+      results[run] = {DIVERGED: f'the run it starts from diverged ({run.init_from.workdir(root)})'}
+      print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: not run, {results[run][DIVERGED]}', flush=True)
       continue
     c = apply(config, run.config_overrides(root))
     if quick:
       c.train.epochs = 1
     t0 = time.time()
-    results[run] = train.train_and_evaluate(c, workdir)
+    try:
+      results[run] = train.train_and_evaluate(c, workdir)
+    except divergence.DivergenceError as e:
+      results[run] = {DIVERGED: str(e)}
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, f'{DIVERGED}.json'), 'w') as f:
+        json.dump(results[run], f)
     timed.append(time.time() - t0)
     left = len(runs) - n
     eta = report.format_duration(np.mean(timed) * left) if left else '0s'
-    print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: {report.format_duration(timed[-1])}, '
+    outcome = f'DIVERGED: {results[run][DIVERGED]}; ' if diverged(results[run]) else ''
+    print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: {outcome}{report.format_duration(timed[-1])}, '
           f'grid elapsed {report.format_duration(time.time() - start)}, ETA {eta}', flush=True)
   print(f'grid wall time: {report.format_duration(time.time() - start)} '
         f'({len(timed)} runs trained, {len(runs) - len(timed)} reused)', flush=True)
   return results
 
 
+def diverged(results: dict) -> bool:
+  return DIVERGED in results
+
+
 def mean_std(values) -> str:
-  """Mean ± std over seeds; 'n/a' when a subset had no users (metric None)."""
+  """Mean ± std over seeds; 'n/a' when a subset had no users (metric None);
+  'diverged (k of n seeds)' when some runs diverged (metric DIVERGED)."""
+  lost = sum(isinstance(v, str) and v == DIVERGED for v in values)
+  if lost:
+    return f'diverged ({lost} of {len(values)} seeds)'
   if any(v is None for v in values):
     return 'n/a'
   return f'{np.mean(values):.4f} ± {np.std(values):.4f}'
@@ -116,7 +144,17 @@ def write_table(rows, header, path_stem: str):
   return text
 
 
-def metric(results, subset: str, name: str, split: str = 'test') -> float:
-  """A run's metric mean over the negative repeats; split: 'test',
-  'test_withheld' (annotations withheld), 'valid', ..."""
+def metric(results, subset: str, name: str, split: str = 'test'):
+  """A run's metric mean over the negative repeats (DIVERGED for a diverged
+  run); split: 'test', 'test_withheld' (annotations withheld), 'valid', ..."""
+  if diverged(results):
+    return DIVERGED
   return results[split][subset][name]['mean']
+
+
+def has_split(results_of_runs, split: str) -> bool:
+  """Whether a table row for `split` exists for these runs: 'test' always;
+  another split (e.g. 'test_withheld') when every run that did not diverge
+  has it, and one did not."""
+  finished = [r for r in results_of_runs if not diverged(r)]
+  return split == 'test' or (bool(finished) and all(split in r for r in finished))

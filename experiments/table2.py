@@ -42,7 +42,7 @@ def rows(runs, results, subsets) -> list:
   for label in dict.fromkeys(r.label for r in runs):
     mine = [results[r] for r in runs if r.label == label]
     for split, suffix in (('test', ''), ('test_withheld', WITHHELD)):
-      if all(split in x for x in mine):
+      if grid.has_split(mine, split):
         out.append((label + suffix, [grid.mean_std([grid.metric(x, s, m, split) for x in mine])
                                      for s in subsets for m in METRICS]))
   return out

@@ -39,7 +39,7 @@ def main(_):
     for split, suffix in (('test', ''), ('test_withheld', ', annotations withheld')):
       mine = {b: [results[run] for bb, lab, run in entries if (bb, lab) == (b, label)]
               for b in backbones}
-      if not all(split in x for runs in mine.values() for x in runs):
+      if not grid.has_split([x for runs in mine.values() for x in runs], split):
         continue
       table.append((label + suffix, [grid.mean_std([grid.metric(x, s, 'recall@10', split) for x in mine[b]])
                                      for b in backbones for s in SUBSETS]))

@@ -16,6 +16,7 @@ same --workdir reuses the run at the chosen values; two-stage models (AMF,
 AMR, DropoutNet) are tuned after the others, from their base at its chosen values.
 """
 
+import math
 import os
 
 from absl import app
@@ -58,7 +59,8 @@ def sweep(config, models, field: str, start, root: str, quick: bool = False,
             for label, values in pending.items() for v in values}
     results = grid.run_grid(config, list(runs), root, quick=quick)
     for run, (label, v) in runs.items():
-      tried[label][v] = results[run]['valid']['all']['recall@10']['mean']
+      r = results[run]  # a diverged value ranks below every finished one
+      tried[label][v] = -math.inf if grid.diverged(r) else r['valid']['all']['recall@10']['mean']
     pending = {label: ladders.extend(values, ladder) for label, values in tried.items()}
   return tried
 
@@ -91,7 +93,8 @@ def main(_):
     for field, (_, natural_ends) in FIELDS.items():
       values = tried[field][label]
       chosen, edge = ladders.best(values), ladders.at_edge(values, natural_ends)
-      cells += [', '.join(f'{v:g}: {values[v]:.4f}' for v in sorted(values)), f'{chosen:g}',
+      cells += [', '.join(f'{v:g}: ' + ('diverged' if values[v] == -math.inf else f'{values[v]:.4f}')
+                          for v in sorted(values)), f'{chosen:g}',
                 'EDGE' if edge else 'inside']
       if edge:
         print(f'WARNING: {label}: the best {field} {chosen:g} is at an edge of its grid '

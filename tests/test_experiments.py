@@ -144,3 +144,32 @@ def test_runs_share_workdirs_by_label_rate_and_seed():
   tuning = paper_rows.table2_run(c, 'MF', dict(paper_rows.MODELS)['MF'], 0, 0.02)
   assert tuning == paper_rows.table2_runs(c, 1, ['MF'])[0]
   assert paper_rows.STAGED == {'amf': 'MF', 'amr': 'VBPR', 'dropoutnet': 'MF'}
+
+
+def test_a_diverged_run_is_a_result_not_the_end_of_the_grid(tmp_path, capsys):
+  """A run that diverges is recorded (diverged.json) and skipped when the grid
+  resumes; a run started from it is not run; tables say 'diverged'; tuning
+  ranks it below every finished value."""
+  import math  # pylint: disable=g-import-not-at-top
+  from experiments import grid, ladders, table2  # pylint: disable=g-import-not-at-top
+  from tests import tiny  # pylint: disable=g-import-not-at-top
+  c = tiny.config(str(tmp_path / 'data'))
+  c.train.epochs = 1
+  mf = (('model.name', 'mf'), ('train.lr', 0.05))
+  ok = grid.Run('MF', mf, 0)
+  bad = grid.Run('MF', mf + (('train.max_loss', 1e-6),), 1)  # every loss is above this bound
+  after = grid.Run('AMF', (('model.name', 'amf'), ('train.lr', 0.05)), 1, init_from=bad)
+  root = str(tmp_path / 'runs')
+  results = grid.run_grid(c, [ok, bad, after], root)
+  assert 'train.max_loss=1e-06' in results[bad][grid.DIVERGED]
+  assert os.path.exists(os.path.join(bad.workdir(root), 'diverged.json'))
+  assert results[after] == {grid.DIVERGED: f'the run it starts from diverged ({bad.workdir(root)})'}
+  assert not os.path.exists(after.workdir(root))
+  assert 'valid' in results[ok]
+  capsys.readouterr()
+  again = grid.run_grid(c, [ok, bad], root)
+  assert again[bad] == results[bad] and 'skipped (diverged)' in capsys.readouterr().out
+  (label, cells), = table2.rows([ok, bad], {ok: results[ok], bad: results[bad]}, ('all',))
+  assert label == 'MF' and cells == ['diverged (1 of 2 seeds)'] * 2
+  assert _is_mean_std(table2.rows([ok], results, ('all',))[0][1][0])
+  assert ladders.best({0.01: 0.1, 0.05: -math.inf}) == 0.01 and ladders.extend({0.01: 0.1, 0.05: -math.inf}) == [0.005]
