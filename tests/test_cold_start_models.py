@@ -167,6 +167,19 @@ def test_dropoutnet_regresses_on_the_mf_scores_and_zeroes_cold_preferences():
   assert np.abs(after[2] - before[2]).max() > 1e-3
 
 
+def test_dropoutnet_towers_start_as_the_authors_do():
+  """Every tower layer starts from a truncated normal of std 0.01 with zero
+  bias (the authors' code), so the towers' dot product starts near 0."""
+  model = mh.make(modality='features', name='dropoutnet', **SMALL)
+  params = mh.init(model, _batch())['params']
+  for tower in ('user_tower', 'item_tower'):
+    for name, layer in params[tower].items():
+      if name.startswith('Dense'):
+        k = np.asarray(layer['kernel'])
+        assert 0.006 < k.std() < 0.011 and np.abs(k).max() <= 0.02 + 1e-7, (tower, name, k.std())
+        assert not np.asarray(layer['bias']).any()
+
+
 def _info_nce(anchors, cands, items, pos, w, tau):
   """numpy InfoNCE with in-batch candidates; filler columns and other copies of
   the anchor's positive item masked."""

@@ -53,6 +53,13 @@ def preference_dropout(rng, prefs, rate: float):
   return prefs * keep[:, None].astype(prefs.dtype)
 
 
+# The authors' initialisation of every tower layer (truncated normal, std 0.01,
+# zero bias): the towers start near 0, the scale of MF scores (std 0.13 on
+# synthetic). Flax's default lecun_normal starts the dot product at std ~8, and
+# the regression never recovers (valid Recall@10 0.04 against MF's 0.12).
+TOWER_INIT = nn.initializers.truncated_normal(stddev=0.01)
+
+
 class Tower(nn.Module):
   """[Dense, BatchNorm, tanh] per hidden width, then Dense_out."""
   hidden: tuple
@@ -63,11 +70,11 @@ class Tower(nn.Module):
   def __call__(self, x, train: bool):
     """x: [N, k] -> [N, out_dim]."""
     for width in self.hidden:
-      x = nn.Dense(width)(x)
+      x = nn.Dense(width, kernel_init=TOWER_INIT)(x)
       # The authors' torch BatchNorm1d(momentum=0.01, eps=1e-3).
       x = nn.tanh(nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3,
                                axis_name=self.axis_name)(x))
-    return nn.Dense(self.out_dim)(x)
+    return nn.Dense(self.out_dim, kernel_init=TOWER_INIT)(x)
 
 
 class DropoutNet(nn.Module):
