@@ -41,7 +41,7 @@ def get_config():
   # learning rate, then train.weight_l2 at it, each grid extended past its edges, early
   # stopping, seed 0 (experiments/results/synthetic/tune.md).
   c.tuned_lr.update(dict(mf=0.01, vbpr=0.01, mf_image=0.1, mf_semantics=0.2, vecf=0.05, hafr=0.01,
-                         pinet=0.01, dropoutnet=0.005, amf=0.002, amr=0.02, clcrec=0.1,
+                         pinet=0.01, dropoutnet=0.0005, amf=0.002, amr=0.02, clcrec=0.1,
                          cierec_mf=0.05, cierec_vbpr=0.02))
   c.tuned_weight_l2.update(dict(mf=0, vbpr=10, mf_image=0.01, mf_semantics=0, vecf=1, hafr=0.01,
                                 pinet=0, dropoutnet=0, amf=0, amr=0.01, clcrec=0, cierec_mf=0,

@@ -68,9 +68,17 @@ def sweep(config, models, field: str, start, root: str, quick: bool = False,
 def tune(config, models, start: dict, root: str, quick: bool, max_extensions: int) -> dict:
   """{field: {label: {value: valid R@10}}}: each field in turn (FIELDS' order),
   models without a stage before the two-stage ones, whose base must be tuned
-  first; config's tuned_<field> is updated with each choice."""
+  first; config's tuned_<field> is updated with each choice (config: a copy
+  the caller owns)."""
   staged = [(label, o) for label, o in models if dict(o)['model.name'] in paper_rows.STAGED]
   tried = {field: {} for field in FIELDS}
+  # The models tuned here start from the plain config (train.lr, train.weight_l2),
+  # not from tuned values already pasted into it: a second call walks the same
+  # grids, finds every run done, and prints the same choices. Bases tuned in an
+  # earlier call keep their config values.
+  for field in FIELDS:
+    for _, o in models:
+      config[f'tuned_{field}'][paper_rows.model_key(o)] = float(config.train[field])
   for group in ([m for m in models if m not in staged], staged):
     for field in FIELDS:
       found = sweep(config, group, field, start[field], root, quick, max_extensions)

@@ -115,6 +115,16 @@ def test_tune_quick(tmp_path):
   assert sorted(mf) == [0.0, 0.1] and mf[0.0] == mf[0.1] and rows[1][5] == '0'
   # The penalised runs have their own workdirs next to the unpenalised ones.
   assert os.path.exists(tmp_path / 'runs' / 'MF' / f'lr{float(rows[1][2]):g}' / 'wl2_0.1' / 'seed0' / 'results.json')
+  # A second call on a config that already holds tuned values (as after
+  # pasting; a penalty of 0.1 so that it differs from the plain config) walks
+  # the same grids: nothing to train, the same choices.
+  pasted = [f'--config.tuned_lr.{key}={row[2]}' for key, row in zip(['mf', 'mf_semantics'], rows[1:])]
+  pasted += ['--config.tuned_weight_l2.mf=0.1', '--config.tuned_weight_l2.mf_semantics=0.1']
+  again = _run('tune', tmp_path / 'runs', tmp_path / 'data', '--lrs=0.01,0.05', '--weight_l2s=0,0.1',
+               SOME, '--max_extensions=1', *pasted)
+  assert all('(0 runs trained' in x for x in again.splitlines() if x.startswith('grid wall time')), again
+  same = lambda text: [x for x in text.splitlines() if x.startswith('c.tuned_')]
+  assert same(again) == same(out)
 
 
 def test_tune_extends_a_grid_past_the_edge_its_best_sits_on():
