@@ -96,3 +96,26 @@ def ablation_runs(config, seeds: int, backbones=BACKBONES, rows=ROWS):
       out += [(backbone, label, grid.Run(f'CIERec({backbone.upper()}) {label}', overrides, s))
               for s in range(seeds)]
   return out
+
+
+# Table II's cells (kept here, free of absl flags, so that tests import them).
+TABLE2_METRICS = ('recall@10', 'ndcg@10')
+WITHHELD = ', annotations withheld'
+
+
+def table2_header(subsets) -> list:
+  title = lambda s: s.replace('_', ' ').capitalize()
+  return ['model'] + [f"{title(s)} {'R' if m.startswith('recall') else 'NDCG'}@10"
+                      for s in subsets for m in TABLE2_METRICS]
+
+
+def table2_rows(runs, results, subsets) -> list:
+  """[(label, cells)]: each model's row, then its withheld row when its runs have one."""
+  out = []
+  for label in dict.fromkeys(r.label for r in runs):
+    mine = [results[r] for r in runs if r.label == label]
+    for split, suffix in (('test', ''), ('test_withheld', WITHHELD)):
+      if grid.has_split(mine, split):
+        out.append((label + suffix, [grid.mean_std([grid.metric(x, s, m, split) for x in mine])
+                                     for s in subsets for m in TABLE2_METRICS]))
+  return out

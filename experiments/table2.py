@@ -26,26 +26,7 @@ _SEEDS = flags.DEFINE_integer('seeds', 5, 'Training seeds per model.')
 _MODELS = flags.DEFINE_list('models', [], 'Table II labels to run (default: all).')
 _QUICK = flags.DEFINE_bool('quick', False, 'One seed, one epoch: a smoke run.')
 
-METRICS = ('recall@10', 'ndcg@10')
 PARTITIONS = {'table2': ('cold', 'warm', 'all'), 'table2_items': ('cold_item', 'warm_item', 'all')}
-WITHHELD = ', annotations withheld'
-
-
-def header(subsets) -> list:
-  title = lambda s: s.replace('_', ' ').capitalize()
-  return ['model'] + [f"{title(s)} {'R' if m.startswith('recall') else 'NDCG'}@10" for s in subsets for m in METRICS]
-
-
-def rows(runs, results, subsets) -> list:
-  """[(label, cells)]: each model's row, then its withheld row when its runs have one."""
-  out = []
-  for label in dict.fromkeys(r.label for r in runs):
-    mine = [results[r] for r in runs if r.label == label]
-    for split, suffix in (('test', ''), ('test_withheld', WITHHELD)):
-      if grid.has_split(mine, split):
-        out.append((label + suffix, [grid.mean_std([grid.metric(x, s, m, split) for x in mine])
-                                     for s in subsets for m in METRICS]))
-  return out
 
 
 def main(_):
@@ -53,7 +34,8 @@ def main(_):
   runs = paper_rows.table2_runs(_CONFIG.value, seeds, _MODELS.value or None)
   results = grid.run_grid(_CONFIG.value, runs, _WORKDIR.value, quick=_QUICK.value)
   for stem, subsets in PARTITIONS.items():
-    print(grid.write_table(rows(runs, results, subsets), header(subsets), os.path.join(_WORKDIR.value, stem)))
+    print(grid.write_table(paper_rows.table2_rows(runs, results, subsets),
+                           paper_rows.table2_header(subsets), os.path.join(_WORKDIR.value, stem)))
 
 
 if __name__ == '__main__':

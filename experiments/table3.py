@@ -36,7 +36,7 @@ def main(_):
   header = ['row'] + [f'{b.upper()} {s.capitalize()} R@10' for b in backbones for s in SUBSETS]
   table = []
   for label, _ in paper_rows.ROWS:
-    for split, suffix in (('test', ''), ('test_withheld', ', annotations withheld')):
+    for split, suffix in (('test', ''), ('test_withheld', paper_rows.WITHHELD)):
       mine = {b: [results[run] for bb, lab, run in entries if (bb, lab) == (b, label)]
               for b in backbones}
       if not grid.has_split([x for runs in mine.values() for x in runs], split):

@@ -161,7 +161,7 @@ def test_a_diverged_run_is_a_result_not_the_end_of_the_grid(tmp_path, capsys):
   resumes; a run started from it is not run; tables say 'diverged'; tuning
   ranks it below every finished value."""
   import math  # pylint: disable=g-import-not-at-top
-  from experiments import grid, ladders, table2  # pylint: disable=g-import-not-at-top
+  from experiments import grid, ladders, paper_rows as rows_lib  # pylint: disable=g-import-not-at-top
   from tests import tiny  # pylint: disable=g-import-not-at-top
   c = tiny.config(str(tmp_path / 'data'))
   c.train.epochs = 1
@@ -179,7 +179,7 @@ def test_a_diverged_run_is_a_result_not_the_end_of_the_grid(tmp_path, capsys):
   capsys.readouterr()
   again = grid.run_grid(c, [ok, bad], root)
   assert again[bad] == results[bad] and 'skipped (diverged)' in capsys.readouterr().out
-  (label, cells), = table2.rows([ok, bad], {ok: results[ok], bad: results[bad]}, ('all',))
+  (label, cells), = rows_lib.table2_rows([ok, bad], {ok: results[ok], bad: results[bad]}, ('all',))
   assert label == 'MF' and cells == ['diverged (1 of 2 seeds)'] * 2
-  assert _is_mean_std(table2.rows([ok], results, ('all',))[0][1][0])
+  assert _is_mean_std(rows_lib.table2_rows([ok], results, ('all',))[0][1][0])
   assert ladders.best({0.01: 0.1, 0.05: -math.inf}) == 0.01 and ladders.extend({0.01: 0.1, 0.05: -math.inf}) == [0.005]
