@@ -185,11 +185,12 @@ def scan_steps(step_fn, item_inputs=None, unroll: int = 1):
 
 
 def scan_unroll(spec) -> int:
-  """Steps per loop iteration of a call: 4 for models without a ResNet, whose
-  steps are short enough that XLA:CPU's per-iteration cost shows (MF on
-  MovieLens: 1.08M -> 1.19M triples/s of device time); 1 for the ResNet,
-  whose body would be compiled 4 times for nothing."""
-  return 1 if spec.encoder == 'resnet18' else 4
+  """Steps per loop iteration of a call: 4 for models without a content
+  encoder, whose steps are short enough that XLA:CPU's per-iteration cost
+  shows (MF on MovieLens: 1.08M -> 1.19M triples/s of device time); 1 for the
+  others, whose longer steps gain nothing and whose bodies would take 4 times
+  as long to compile (XLA warned of a very slow compile for CIERec on features)."""
+  return 4 if spec.encoder is None else 1
 
 
 def steps_per_call(setting: int, spec, steps_per_epoch: int) -> int:

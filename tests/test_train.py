@@ -223,9 +223,10 @@ def test_one_call_of_several_steps_equals_single_steps():
   tx = optim.create(tiny.config('unused').train, 4)
   # jit: one compilation instead of op-by-op; host arrays, as calls donate the state
   state = jax.device_get(jax.jit(lambda b: train_step.create_state(model, tx, b, 0))(batches[0]))
-  assert train_step.scan_unroll(model.spec) == 4  # the call below runs its 4 steps unrolled
-  runner = par.JitRunner(train_step.scan_steps(train_step.make_train_step(model, tx, 1e-4),
-                                               unroll=train_step.scan_unroll(model.spec)),
+  # Unrolled, as calls of encoder-free models run (train_step.scan_unroll).
+  assert train_step.scan_unroll(model.spec) == 1
+  assert train_step.scan_unroll(model_helpers.make(modality='features', name='mf').spec) == 4
+  runner = par.JitRunner(train_step.scan_steps(train_step.make_train_step(model, tx, 1e-4), unroll=4),
                          par.make_mesh(jax.devices()[:1]))
   stack = lambda bs: runner.put_batch({k: np.stack([b[k] for b in bs]) for k in bs[0]})
   key = jax.random.key(3)
