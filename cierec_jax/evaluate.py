@@ -75,7 +75,7 @@ def candidate_metrics(pos_scores, neg_scores, pos_mask, pos_cold, user_cold, ks)
   user_cold: [B] bool. Returns recall, ndcg: [B, R, S, len(ks)] and num_pos:
   [B, R, S], S in SUBSETS order; a user outside a subset has num_pos 0.
   """
-  r = neg_scores.shape[1]
+  b, r = neg_scores.shape[:2]
   keep = subset_masks(pos_mask, pos_cold, user_cold)
   ranked = [SUBSETS.index(n) for n in SUBSETS if n not in USER_SUBSETS]
   ranked_keep = keep[jnp.asarray(ranked)]
@@ -86,9 +86,10 @@ def candidate_metrics(pos_scores, neg_scores, pos_mask, pos_cold, user_cold, ks)
   for name, flag in USER_SUBSETS.items():
     rec, nd, n = out['all']
     out[name] = (rec, nd, jnp.where(user_cold == flag, n, 0))
-  stack = lambda i: jnp.stack([out[n][i] for n in SUBSETS], 2)  # [B, R, S, ...]
-  return {'recall': stack(0), 'ndcg': stack(1),
-          'num_pos': jnp.broadcast_to(jnp.stack([out[n][2] for n in SUBSETS], 1)[:, None], (len(user_cold), r, len(SUBSETS)))}
+  stack = lambda i, axis: jnp.stack([out[n][i] for n in SUBSETS], axis)
+  num_pos = stack(2, 1)  # [B, S]: the same users in every repeat
+  return {'recall': stack(0, 2), 'ndcg': stack(1, 2),  # [B, R, S, len(ks)]
+          'num_pos': jnp.broadcast_to(num_pos[:, None], (b, r, len(SUBSETS)))}
 
 
 class Evaluator:

@@ -41,6 +41,7 @@ class BPRSampler:
     self.seed = seed
     self.process_index = process_index
     self.steps_per_epoch = math.ceil(len(self.users) / global_batch_size)
+    self._current = None  # (epoch, triples): the last epoch asked for
     self._ahead = None  # (epoch, thread, result holder): the next epoch, drawn in the background
 
   def examples(self, step: int) -> int:
@@ -52,8 +53,12 @@ class BPRSampler:
 
     Epoch e + 1 is drawn in a background thread as soon as epoch e is asked
     for, so an epoch's first call does not wait for the draw (on MovieLens
-    MF the draw is ~15% of an epoch's training time).
+    MF the draw is ~15% of an epoch's training time). The epoch asked for
+    last is kept: training asks for epoch 0 three times as it starts (the
+    example batch, the divergence probe, the first call).
     """
+    if self._current is not None and self._current[0] == epoch:
+      return self._current[1]
     ahead, self._ahead = self._ahead, None
     if ahead is not None and ahead[0] == epoch:
       ahead[1].join()
@@ -64,6 +69,7 @@ class BPRSampler:
     thread = threading.Thread(target=lambda: holder.append(self.draw(epoch + 1)), daemon=True)
     thread.start()
     self._ahead = (epoch + 1, thread, holder)
+    self._current = (epoch, triples)
     return triples
 
   def draw(self, epoch: int) -> dict[str, np.ndarray]:
