@@ -21,6 +21,7 @@ import numpy as np
 
 from cierec_jax import metrics as metrics_lib
 from cierec_jax import parallel
+from cierec_jax.data import dataset as dataset_lib
 from cierec_jax.data import raw as raw_lib
 
 SUBSETS = ('all', 'cold', 'warm', 'cold_item', 'warm_item')
@@ -106,7 +107,9 @@ class Evaluator:
     self.annotations = bool(eval_config.annotations)
     self.place = place or (lambda batch: batch)
     self.splits = {name: split_candidates(data, s) for name, s in SPLITS.items()}
-    self._encode = jax.jit(lambda v, x: model.apply(v, x, False, method='encode'))
+    # Items go to the device as stored (uint8 images) and are normalised there.
+    self._encode = jax.jit(lambda v, x: model.apply(v, dataset_lib.model_content(x, data.items.modality),
+                                                    False, method='encode'))
     self._table = jax.jit(lambda v, e, el, ln: model.apply(v, e, el, ln, method='item_table'))
     self._score = jax.jit(self._score_batch)
     self.score_all_items = None  # None: chosen per split by shapes (_score_batch); tests force a path
@@ -133,7 +136,7 @@ class Evaluator:
       for a in range(0, n, self.encode_batch):
         ids = np.arange(a, min(n, a + self.encode_batch))
         pad = self.encode_batch - len(ids)
-        x = self.data.items.content(np.concatenate([ids, np.zeros(pad, ids.dtype)]))
+        x = self.data.items.raw(np.concatenate([ids, np.zeros(pad, ids.dtype)]))
         chunks.append(self._run(self._encode, variables, x)[:len(ids)])
       e = jnp.concatenate(chunks)
     lengths = self.data.item_lengths if annotations else np.zeros_like(self.data.item_lengths)

@@ -44,12 +44,12 @@ def extract(config, data, weights: str, regions: bool = False) -> np.ndarray:
   example = data.items.content(np.zeros(bs, np.int64))
   target = jax.eval_shape(lambda: encoder.init(jax.random.key(0), example, train=False))
   variables = encoder_weights.load(weights, target)
-  encode = jax.jit(lambda v, x: encoder.apply(v, x, train=False))
+  encode = jax.jit(lambda v, x: encoder.apply(v, dataset_lib.model_content(x, data.modality), train=False))
   chunks = []
   for a in range(0, data.num_items, bs):
     ids = np.arange(a, min(data.num_items, a + bs))
     padded = np.concatenate([ids, np.zeros(bs - len(ids), ids.dtype)])  # one compiled shape
-    chunks.append(np.asarray(encode(variables, data.items.content(padded)))[:len(ids)])
+    chunks.append(np.asarray(encode(variables, data.items.raw(padded)))[:len(ids)])  # normalised on the device
   return np.concatenate(chunks).astype(np.float32)
 
 

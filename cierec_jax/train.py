@@ -255,7 +255,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   # The first training batch and step: the probe that the state to be saved must score.
   probe = next(sampler.batches(0))
   probe = runner.put_batch({k: v[None] for k, v in (
-      probe if items is not None else sampler_lib.with_item_inputs(probe, data)).items()})
+      probe if items is not None else sampler_lib.with_item_inputs(probe, data, raw=True)).items()})
 
   def verify(global_step):
     guard.check_state(global_step, runner.get_state(dstate),
@@ -307,7 +307,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
     start = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
     calls = sampler.calls(epoch, start, per_call, ends_call)  # [n, B] batches per call
     if items is None:
-      calls = ((i, sampler_lib.with_item_inputs(b, data)) for i, b in calls)
+      calls = ((i, sampler_lib.with_item_inputs(b, data, raw=True)) for i, b in calls)
     for i, host_batches in prefetch(calls):
       n, first = len(host_batches['weight']), epoch * spe + i
       compiles = n not in compiled

@@ -163,14 +163,16 @@ def scan_steps(step_fn, item_inputs=None, unroll: int = 1):
   Returns call(state, batches, items, key, first_step) -> (state, metrics):
   a lax.scan of `step_fn` over batches stacked [n, B, ...]; metrics are
   stacked [n]. Step i uses the rng fold_in(key, first_step + i), exactly as one
-  step per call does. `item_inputs(batch, items)` adds each batch's item inputs
-  inside the step from item tables held on the device (items=None: the batches
-  carry them). `unroll` steps per loop iteration (scan_unroll).
+  step per call does. `item_inputs(batch, items)` (sampler.device_item_inputs)
+  adds or finishes each batch's item inputs inside the step, from item tables
+  held on the device or (items=None) from the batch's raw items; without it
+  the batches carry model-ready inputs. `unroll` steps per loop iteration
+  (scan_unroll).
   """
   def call(state, batches, items, key, first_step):
     def one(state, xs):
       i, batch = xs
-      if items is not None:
+      if item_inputs is not None:
         batch = item_inputs(batch, items)
       return step_fn(state, batch, jax.random.fold_in(key, first_step + i))
     n = jax.tree.leaves(batches)[0].shape[0]

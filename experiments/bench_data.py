@@ -4,11 +4,14 @@
 
 Prints the BPR sampler's triples/s and, for the config's images and for the
 same synthetic data rendered at 224x224 (the paper's scale; --paper_items
-items), the images/s of: the preloaded pipeline (gather + normalise), PNG
+items), the images/s of: the preloaded pipeline (a uint8 gather), PNG
 decoding from ArrayRecord in 1..N worker processes, JPEG decoding of the same
-images, and a decoded uint8 cache (a .npy memory map). Next to them, a
-ResNet18 train step's images/s at that scale: the pipeline must not limit
-training, here or on an accelerator that runs the step far faster.
+images, and a decoded uint8 cache (a .npy memory map). Each delivers uint8
+images, as training does: the step normalises them on the device
+(`sampler.device_item_inputs`); the host's normalisation, which every path
+paid before, is its own row. Next to them, a ResNet18 train step's images/s
+at that scale: the pipeline must not limit training, here or on an
+accelerator that runs the step far faster.
 """
 
 from concurrent import futures
@@ -25,7 +28,6 @@ from ml_collections import config_flags
 import numpy as np
 import PIL.Image
 
-from cierec_jax.data import dataset as dataset_lib
 from cierec_jax.data import images
 from cierec_jax.data import load
 from cierec_jax.data import sampler as sampler_lib
@@ -60,40 +62,42 @@ def _decode(ids):
 
 def decode_rate(config, workers: int, batch: int) -> float:
   """Images/s of PNG decode from ArrayRecord in `workers` processes (spawned:
-  JAX's threads do not survive a fork), sent back as uint8 and normalised."""
+  JAX's threads do not survive a fork), sent back as uint8."""
   ids = np.random.default_rng(0).integers(0, int(config.dataset.num_items), (64, batch))
   batches = lambda k: [ids[(k * workers + j) % 64] for j in range(workers)]
   with futures.ProcessPoolExecutor(workers, multiprocessing.get_context('spawn'),
                                    initializer=_open_store, initargs=(config,)) as pool:
     list(pool.map(_decode, batches(0)))  # workers started and their stores open
-    return rate(lambda k: [dataset_lib.model_content(x, 'image') for x in pool.map(_decode, batches(k))],
-                workers * batch)
+    return rate(lambda k: list(pool.map(_decode, batches(k))), workers * batch)
 
 
 def jpeg_rate(data, batch: int) -> float:
-  """Images/s of JPEG decode (quality 95) + normalise, one process."""
+  """Images/s of JPEG decode (quality 95), one process."""
   encoded = [images.encode(x, 'jpeg') for x in data.items.raw(np.arange(min(64, data.num_items)))]
   decode = lambda b: np.asarray(PIL.Image.open(io.BytesIO(b)).convert('RGB'))
-  return rate(lambda k: images.normalize(np.stack([decode(encoded[(k * batch + j) % len(encoded)])
-                                                   for j in range(batch)])), batch)
+  return rate(lambda k: np.stack([decode(encoded[(k * batch + j) % len(encoded)]) for j in range(batch)]),
+              batch)
 
 
 def cache_rate(data, batch: int) -> float:
-  """Images/s of a batch gathered from a decoded uint8 .npy memory map + normalise."""
+  """Images/s of a batch gathered from a decoded uint8 .npy memory map."""
   with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, 'items.npy')
     np.save(path, data.items.raw(np.arange(data.num_items)))
     cache = np.load(path, mmap_mode='r')
     ids = np.random.default_rng(0).integers(0, data.num_items, (64, batch))
-    return rate(lambda k: images.normalize(cache[np.sort(ids[k % 64])]), batch)
+    return rate(lambda k: np.asarray(cache[np.sort(ids[k % 64])]), batch)
 
 
 def pipeline_rows(config, batch: int) -> list[tuple[str, float]]:
   data = load.load(config)
   s = sampler_lib.sampler_for(data, batch // 2, 0)
   batches = list(s.batches(0))
-  rows = [('preloaded (gather + normalise)',
-           rate(lambda k: sampler_lib.with_item_inputs(batches[k % len(batches)], data), batch))]
+  rows = [('preloaded (uint8 gather)',
+           rate(lambda k: sampler_lib.with_item_inputs(batches[k % len(batches)], data, raw=True), batch))]
+  gathered = sampler_lib.with_item_inputs(batches[0], data, raw=True)['pos_content']
+  rows.append(('normalise on the host (before: every path below paid it too)',
+               rate(lambda k: images.normalize(gathered), len(gathered))))
   rows += [(f'ArrayRecord PNG decode, {w} process{"es" if int(w) > 1 else ""}',
             decode_rate(config, int(w), batch)) for w in _WORKERS.value]
   rows.append(('JPEG decode (quality 95), 1 process', jpeg_rate(data, batch)))

@@ -86,7 +86,7 @@ def measure(data_dir: str, model: str, steps: int, evaluate: bool, eval_users: i
   items = None if tables is None else runner.put_items(tables)
   calls = itertools.chain.from_iterable(sampler.calls(e, 0, per_call) for e in itertools.count())
   if items is None:
-    calls = ((i, sampler_lib.with_item_inputs(b, data)) for i, b in calls)
+    calls = ((i, sampler_lib.with_item_inputs(b, data, raw=True)) for i, b in calls)
   calls = train.prefetch(calls)
   state = runner.put_state(state)
   key = jax.random.key(0)

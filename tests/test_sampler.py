@@ -105,11 +105,32 @@ def test_calls_stack_the_batches_and_end_where_asked(tiny_data):
 
 
 def test_device_item_inputs_equal_the_hosts(tiny_data):
+  """The three ways a batch's item inputs reach the step give the same bits:
+  normalised on the host, sent raw (uint8) and finished on the device, and
+  gathered from item tables on the device."""
   import jax  # pylint: disable=g-import-not-at-top
   _, stacked = next(sampler_lib.sampler_for(tiny_data, 8, seed=0).calls(0, 0, 2))
   host = sampler_lib.with_item_inputs(stacked, tiny_data)
+  raw = sampler_lib.with_item_inputs(stacked, tiny_data, raw=True)
+  assert raw['pos_content'].dtype == np.uint8 and host['pos_content'].dtype == np.float32
+  finish = jax.jit(lambda b, t: sampler_lib.device_item_inputs(b, t, tiny_data.modality))
   tables = jax.device_put(sampler_lib.item_tables(tiny_data))
-  device = jax.jit(lambda b, t: sampler_lib.device_item_inputs(b, t, tiny_data.modality))(stacked, tables)
-  assert host.keys() == device.keys() and host['pos_content'].shape == (2, 8, 16, 16, 3)
-  for k in host:
-    np.testing.assert_allclose(device[k], host[k], rtol=1e-6, atol=1e-6, err_msg=k)
+  for device in (finish(raw, None), finish(stacked, tables)):
+    assert host.keys() == device.keys() and host['pos_content'].shape == (2, 8, 16, 16, 3)
+    for k in host:
+      np.testing.assert_array_equal(device[k], host[k], err_msg=k)
+
+
+def test_normalize_is_the_same_on_host_and_device_and_refuses_floats():
+  import jax  # pylint: disable=g-import-not-at-top
+  from cierec_jax.data import images  # pylint: disable=g-import-not-at-top
+  every = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None, None, None], (256, 2, 1, 3))
+  host, device = images.normalize(every), np.asarray(jax.jit(images.normalize)(every))
+  assert host.dtype == device.dtype == np.float32 and host.shape == every.shape
+  np.testing.assert_array_equal(device, host)
+  formula = (every / 255.0 - images.MEAN_RGB) / images.STDDEV_RGB  # float64
+  np.testing.assert_allclose(host, formula, rtol=0, atol=1e-6)
+  with pytest.raises(TypeError, match='uint8'):
+    images.normalize(host)
+  with pytest.raises(TypeError, match='uint8'):
+    jax.jit(images.normalize)(host)

@@ -247,3 +247,22 @@ def test_one_call_of_several_steps_equals_single_steps():
   loops = lambda n: {e.primitive.name for e in jax.make_jaxpr(call)(
       0.0, {'x': np.ones((n, 3), np.float32)}, None, key, 0).eqns}
   assert 'scan' not in loops(1) and 'scan' in loops(2)
+
+
+def test_raw_items_from_the_host_train_as_item_tables_on_the_device(tmp_path):
+  """An image model whose items do not fit on the device (device_items_max_mb=0:
+  batches gathered on the host, sent as uint8, normalised in the step) trains
+  to the same parameters and metrics as with its item tables on the device."""
+  data_dir = str(tmp_path / 'data')
+
+  def run(name, **overrides):
+    c = _config(data_dir, epochs=1, **overrides)
+    c.model.name = 'mf_image'
+    return train.train_and_evaluate(c, str(tmp_path / name))
+  host, device = run('host', device_items_max_mb=0), run('device')
+  for split in ('valid', 'test'):
+    np.testing.assert_allclose(host[split]['all']['recall@10']['mean'],
+                               device[split]['all']['recall@10']['mean'], atol=1e-6, err_msg=split)
+  a, b = _final_params(str(tmp_path / 'host')), _final_params(str(tmp_path / 'device'))
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-7, err_msg=k)

@@ -3,6 +3,7 @@
 import io
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 
@@ -11,6 +12,9 @@ from cierec_jax.data.errors import DataError
 # ImageNet statistics (DESIGN 4: the encoder sees ImageNet-normalised images).
 MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32)
 STDDEV_RGB = np.array([0.229, 0.224, 0.225], np.float32)
+# normalize's values: [3, 256] float32, channel x uint8 value.
+_NORMALIZED = (np.arange(256, dtype=np.float32)[:, None] * (1.0 / (255.0 * STDDEV_RGB)).astype(np.float32)
+               - MEAN_RGB / STDDEV_RGB).T.copy()
 
 
 def encode(image: np.ndarray, fmt: str = 'png') -> bytes:
@@ -31,10 +35,16 @@ def load_square(path: str, size: int) -> np.ndarray:
     return np.asarray(img, np.uint8)
 
 
-def normalize(images: np.ndarray) -> np.ndarray:
-  """uint8 [..., H, W, 3] -> float32 ImageNet-normalised, same shape."""
-  scale = (1.0 / (255.0 * STDDEV_RGB)).astype(np.float32)
-  return images.astype(np.float32) * scale - MEAN_RGB / STDDEV_RGB
+def normalize(images):
+  """uint8 [..., H, W, 3] -> float32 ImageNet-normalised, same shape; numpy or
+  jax arrays (inside a jitted step). A lookup in one 3 x 256 table, so that the
+  host and every device give the same bits: XLA may fuse x * s - m into one
+  rounding where numpy rounds twice."""
+  if images.dtype != np.uint8:
+    raise TypeError(f'normalize expects uint8 images, got {images.dtype} (normalised twice?)')
+  if isinstance(images, np.ndarray):
+    return _NORMALIZED[np.arange(3), images]
+  return jnp.asarray(_NORMALIZED)[jnp.arange(3), images.astype(jnp.int32)]
 
 
 def folder_source(folder: str, keys, size: int):
