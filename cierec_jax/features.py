@@ -44,7 +44,7 @@ def extract(config, data, weights: str, regions: bool = False) -> np.ndarray:
   example = data.items.content(np.zeros(bs, np.int64))
   target = jax.eval_shape(lambda: encoder.init(jax.random.key(0), example, train=False))
   variables = encoder_weights.load(weights, target)
-  encode = jax.jit(lambda v, x: encoder.apply(v, dataset_lib.model_content(x, data.modality), train=False))
+  encode = jax.jit(lambda v, x: encoder.apply(v, dataset_lib.model_content(x, data.items.modality), train=False))
   chunks = []
   for a in range(0, data.num_items, bs):
     ids = np.arange(a, min(data.num_items, a + bs))

@@ -8,8 +8,8 @@ items), the images/s of: the preloaded pipeline (a uint8 gather), PNG
 decoding from ArrayRecord in 1..N worker processes, JPEG decoding of the same
 images, and a decoded uint8 cache (a .npy memory map). Each delivers uint8
 images, as training does: the step normalises them on the device
-(`sampler.device_item_inputs`); the host's normalisation, which every path
-paid before, is its own row. Next to them, a ResNet18 train step's images/s
+(`sampler.device_item_inputs`); the host's normalisation, which host-gathered
+paths paid before, is its own row. Next to them, a ResNet18 train step's images/s
 at that scale: the pipeline must not limit training, here or on an
 accelerator that runs the step far faster.
 """
@@ -96,7 +96,7 @@ def pipeline_rows(config, batch: int) -> list[tuple[str, float]]:
   rows = [('preloaded (uint8 gather)',
            rate(lambda k: sampler_lib.with_item_inputs(batches[k % len(batches)], data, raw=True), batch))]
   gathered = sampler_lib.with_item_inputs(batches[0], data, raw=True)['pos_content']
-  rows.append(('normalise on the host (before: every path below paid it too)',
+  rows.append(('normalise on the host (what host-gathered paths paid before)',
                rate(lambda k: images.normalize(gathered), len(gathered))))
   rows += [(f'ArrayRecord PNG decode, {w} process{"es" if int(w) > 1 else ""}',
             decode_rate(config, int(w), batch)) for w in _WORKERS.value]

@@ -28,3 +28,18 @@ def test_scoring_every_item_equals_scoring_the_candidates(tmp_path):
       np.testing.assert_allclose(b[subset][metric]['mean'], a[subset][metric]['mean'], atol=1e-6)
       np.testing.assert_allclose(b[subset][metric]['std'], a[subset][metric]['std'], atol=1e-6)
   assert a['all']['recall@10']['mean'] > 0  # the comparison is not between two empty results
+
+
+def test_item_table_encodes_the_normalised_images(tmp_path):
+  """The evaluator sends items as stored (uint8) and normalises them on the
+  device: its table equals one built from the host's normalised images."""
+  c = tiny.config(str(tmp_path / 'data'))
+  data = load.load(c)
+  model = train.build_model(c, data)
+  assert data.items.modality == 'image' and model.spec.encoder is not None
+  batch = sampler_lib.with_item_inputs(next(iter(sampler_lib.sampler_for(data, 8, 0).batches(0))), data)
+  variables = model.init(jax.random.key(1), batch, None, train=True)
+  e = model.apply(variables, data.items.content(np.arange(data.num_items)), False, method='encode')
+  want = model.apply(variables, e, data.item_elements, data.item_lengths, method='item_table')
+  got = eval_lib.Evaluator(model, data, c.eval).item_table(variables)
+  jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6), got, want)

@@ -15,7 +15,8 @@ class ItemStore:
 
   Holds uint8 images or float32 features in memory when `preload`; otherwise
   decodes the requested records from the ArrayRecord source on each call.
-  Images are normalised here, in the pipeline, never in the model.
+  `content` normalises images on the host; training and evaluation send
+  them raw (uint8) and normalise on the device (`sampler.device_item_inputs`).
   """
 
   def __init__(self, source, modality: str, num_items: int, preload: bool, threads: int = 8):
