@@ -147,8 +147,8 @@ def device_item_inputs(batch: dict, tables: dict | None, modality: str) -> dict:
   on the device, or (tables=None) finished from a batch that carries its items
   raw (`with_item_inputs(raw=True)`). Images are normalised here, not on the
   host, which sends a quarter of the bytes and no longer limits a GPU: at
-  224x224 the host's normalisation capped every host-gathered pipeline near 1,000 images/s
-  against the step's 8,400 on an H200 (README, Speed)."""
+  224x224 the host's normalisation capped every host-gathered pipeline near
+  1,000 images/s against the step's 8,400 on an H200 (README, Speed)."""
   if tables is None:
     return dict(batch, **{f'{side}_content': dataset_lib.model_content(batch[f'{side}_content'], modality)
                           for side in ('pos', 'neg')})
