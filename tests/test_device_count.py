@@ -1,5 +1,6 @@
 """Same config and seed, same results on 1, 2 and 4 devices (train.batch_shards)."""
 
+import functools
 import os
 
 import jax
@@ -26,12 +27,14 @@ def _one_epoch(c, data, devices):
                                   c.train.seed)
   mesh = parallel.make_mesh(devices)
   shard_sum = parallel.ShardedSum(mesh, c.train.batch_shards, c.train.batch_size)
-  call = train_step.scan_steps(train_step.make_train_step(model, tx, c.train.l2, None, shard_sum))
+  # As train.py's host path: items sent raw (uint8), sharded, normalised in the step.
+  call = train_step.scan_steps(train_step.make_train_step(model, tx, c.train.l2, None, shard_sum),
+                               functools.partial(sampler_lib.device_item_inputs, modality=data.modality))
   runner = parallel.JitRunner(call, mesh)
   dstate = runner.put_state(jax.tree.map(np.array, state))  # a copy: the state is donated
   key = jax.random.key(c.train.seed)
   for first, batches in sampler.calls(0, steps_per_call=sampler.steps_per_epoch):  # one call
-    batches = sampler_lib.with_item_inputs(batches, data)
+    batches = sampler_lib.with_item_inputs(batches, data, raw=True)
     dstate, _ = runner.step(dstate, runner.put_batch(batches), None, key, first)
   return model, jax.device_get(dstate)
 
