@@ -2,12 +2,15 @@
 
 import jax
 import numpy as np
+import pytest
 
 from cierec_jax import evaluate as eval_lib
 from cierec_jax import train
 from cierec_jax.data import load
 from cierec_jax.data import sampler as sampler_lib
 from tests import tiny
+
+pytestmark = pytest.mark.slow  # each compiles a ResNet18 and an evaluation
 
 
 def test_scoring_every_item_equals_scoring_the_candidates(tmp_path):

@@ -12,6 +12,14 @@ from tests import model_helpers as mh
 
 NAMED = [dict(name='mf'), dict(name='vbpr'), dict(name='mf_image'), dict(name='mf_semantics'),
          dict(name='cierec', backbone='mf'), dict(name='cierec', backbone='vbpr')]
+ENCODER_FREE = ('mf', 'mf_semantics')
+
+
+def _slow_if_pixels(cases):
+  """Marks the cases whose model runs a ResNet18 on pixels slow: each costs
+  10-20 s of op-by-op compilation on CPU (make test-fast skips them, CI runs them)."""
+  return [c if c['name'] in ENCODER_FREE or c.get('modality') == 'features'
+          else pytest.param(c, marks=pytest.mark.slow) for c in cases]
 
 
 def _tree(**overrides):
@@ -59,6 +67,7 @@ def test_ci_adds_q_inference_and_semantics_to_mf_base():
   assert full['fusion/mlp_f/kernel'][0] == 3 * 8  # [q_i; v_i; s_i]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('backbone, baseline', [('mf', 'mf_image'), ('vbpr', 'vbpr')])
 def test_base_is_the_backbones_table2_model(backbone, baseline):
   """Table III's Base (CI, TA, GR, PI off) is MF(Image) / VBPR: the same
@@ -81,7 +90,7 @@ def test_vbpr_backbone_adds_content_terms():
   assert _tree(backbone='vbpr')['user_content/embedding'] == (mh.U, 16)  # a_u has c_i's size D
 
 
-@pytest.mark.parametrize('overrides', NAMED, ids=lambda o: '-'.join(o.values()))
+@pytest.mark.parametrize('overrides', _slow_if_pixels(NAMED), ids=lambda o: '-'.join(o.values()))
 @pytest.mark.parametrize('b', [1, 8])
 def test_named_models_shapes_and_dtypes(overrides, b):
   model = mh.make(**overrides)
@@ -111,7 +120,7 @@ EXTRA = [dict(name='vecf', modality='features', vecf_max_regions=4),
          dict(name='hafr', modality='features'), dict(name='pinet', modality='features')]
 
 
-@pytest.mark.parametrize('overrides', NAMED + [dict(name='cierec', ta=False, gr=False)] + EXTRA,
+@pytest.mark.parametrize('overrides', _slow_if_pixels(NAMED + [dict(name='cierec', ta=False, gr=False)] + EXTRA),
                          ids=lambda o: '-'.join(str(v) for v in o.values()))
 def test_scoring_function_equals_training_score(overrides, monkeypatch):
   """score_candidates on precomputed e equals the training forward (BN in inference mode)."""
@@ -166,6 +175,7 @@ def test_annotations_required():
   mh.make(has_annotations=False, pi=False)
 
 
+@pytest.mark.slow
 def test_annotation_dropout_withholds_annotations_in_training_only():
   batch = mh.batch(16)
   model = mh.make(gr=False, annotation_dropout=1.0)
