@@ -226,6 +226,15 @@ def test_candidate_chunks_equal_one_call(monkeypatch):
   np.testing.assert_array_equal(attention.over_candidate_chunks(fn, cands, 1), fn(cands))
 
 
+@pytest.mark.parametrize('chunk_floats', [6, 4, 1000])  # chunks of 3 (last padded), of 2, none
+def test_item_chunks_equal_one_call(monkeypatch, chunk_floats):
+  users = jnp.arange(2.0)
+  keys, mask = jnp.arange(7.0 * 3).reshape(7, 3), jnp.arange(7) % 3 > 0
+  fn = lambda k, m: users[:, None, None] * k[None] + m[None, :, None]  # [B, c, 3]
+  monkeypatch.setattr(attention, 'CHUNK_FLOATS', chunk_floats)
+  np.testing.assert_array_equal(attention.over_item_chunks(fn, (keys, mask), 2), fn(keys, mask))
+
+
 @pytest.mark.parametrize('name', ['hafr', 'pinet'])
 def test_needs_annotations(name):
   with pytest.raises(ValueError, match=f'model.name={name} needs annotations'):

@@ -76,3 +76,20 @@ def over_candidate_chunks(fn, candidates, floats_per_candidate: int):
   out = jax.lax.map(fn, blocks.reshape(b, n, chunk).swapaxes(0, 1))  # [n, B, chunk, ...]
   out = out.swapaxes(0, 1)
   return out.reshape((b, n * chunk) + out.shape[3:])[:, :c]
+
+
+def over_item_chunks(fn, tables, floats_per_item: int):
+  """fn(*table chunks [c, ...]) -> [B, c, ...], applied to row chunks of the
+  item tables (each [I, ...]) so that no chunk's intermediates exceed
+  CHUNK_FLOATS; concatenated to [B, I, ...]. Every user meets each chunk once:
+  the rows are read per chunk, not gathered into a [B, I, ...] copy per user.
+  """
+  i = tables[0].shape[0]
+  chunk = max(1, min(i, CHUNK_FLOATS // max(1, floats_per_item)))
+  if chunk == i:
+    return fn(*tables)
+  n = -(-i // chunk)
+  blocks = [jnp.pad(t, [(0, n * chunk - i)] + [(0, 0)] * (t.ndim - 1)).reshape((n, chunk) + t.shape[1:])
+            for t in tables]  # padded rows are cut below
+  out = jax.lax.map(lambda xs: fn(*xs), blocks).swapaxes(0, 1)  # [B, n, chunk, ...]
+  return out.reshape((out.shape[0], n * chunk) + out.shape[3:])[:, :i]
