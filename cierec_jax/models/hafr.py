@@ -103,8 +103,23 @@ class HAFR(nn.Module):
       return attend_elements(user['query'][:, None], t['keys'][c], t['c'][c], t['mask'][c], w)
 
     x_t = attention.over_candidate_chunks(ingredients, candidates, 4 * t['c'].shape[1] * self.spec.embed_dim)
-    p = jnp.broadcast_to(user['p'][:, None], x_t.shape)
-    return self.predict(p, t['q'][candidates], x_t, t['x_v'][candidates], train=False)
+    return self._predict_pairs(user['p'], t, candidates, x_t)
+
+  def _predict_pairs(self, p, t, candidates, x_t):
+    """predict(p, q, x_t, x_v, train=False) for every (user, candidate) pair,
+    with each layer's per-user and per-item parts computed once instead of per
+    pair: the component attention's keys of q and x_v, its query, and the
+    hidden layer's p block. p: [B, d]; candidates: [B, C]; x_t: [B, C, d] -> [B, C]."""
+    d, ca = self.spec.embed_dim, self.component_attention
+    item_keys = ca.key_part(jnp.stack([t['q'], t['x_v']], axis=-2))[candidates]  # [B, C, 2, d]
+    keys = jnp.concatenate([item_keys[..., :1, :], ca.key_part(x_t)[..., None, :], item_keys[..., 1:, :]], -2)
+    weights = jax.nn.softmax(ca.logits(ca.query_part(p)[:, None, None, :], keys))  # [B, C, 3]
+    parts = jnp.stack([t['q'][candidates], x_t, t['x_v'][candidates]], axis=-2)  # as predict's order
+    f = jnp.sum(weights[..., None] * parts, axis=-2)
+    # hidden([p; f; p * f]) = p W_p + f W_f + (p * f) W_pf + b, W_p p once per user
+    kernel, bias = self.hidden.variables['params']['kernel'], self.hidden.variables['params']['bias']
+    h = ((p @ kernel[:d] + bias)[:, None] + f @ kernel[d:2 * d] + (p[:, None] * f) @ kernel[2 * d:])
+    return self.out(nn.relu(h))[..., 0]
 
 
 def attend_elements(query, keys, c, mask, w):
