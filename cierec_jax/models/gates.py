@@ -72,8 +72,16 @@ class VisualAwareGate(nn.Module):
 
   def from_parts(self, e, pre):
     """e: [..., D]; pre: [..., D] the gate's pre-activation -> v: [..., d]."""
-    gated = e * activation(self.gate_activation)(pre)
-    return nn.leaky_relu(self.out(safe_normalize(gated)))
+    return nn.leaky_relu(self.out(self._gated(e, pre)))
+
+  def from_parts_fn(self):
+    """`from_parts` as a pure function of arrays, for a JAX loop (where module
+    calls are not allowed); only once the parameters exist."""
+    dense = self.out.variables['params']
+    return lambda e, pre: nn.leaky_relu(self._gated(e, pre) @ dense['kernel'] + dense['bias'])
+
+  def _gated(self, e, pre):
+    return safe_normalize(e * activation(self.gate_activation)(pre))
 
 
 class InferenceGate(nn.Module):

