@@ -14,8 +14,10 @@ def get_config():
   d.cold_max_train_interactions = 68
   # python -m experiments.tune --config=configs/movielens.py --workdir=runs/movielens
   # (seed 0, early stopping; the lr, then the weight_l2 grid, extended past edges).
-  # Finished so far: PiNet, CIERec(MF), CIERec(VBPR); the other models keep
-  # train.lr / train.weight_l2 until their tuning ends.
-  c.tuned_lr.update(dict(pinet=0.02, cierec_mf=0.05, cierec_vbpr=0.05))
-  c.tuned_weight_l2.update(dict(pinet=0, cierec_mf=0, cierec_vbpr=0))
+  # Finished so far: every model but the two-stage ones (DropoutNet, AMF, AMR),
+  # which keep train.lr / train.weight_l2 until their tuning ends.
+  c.tuned_lr.update(dict(mf=0.05, vbpr=0.05, mf_image=0.02, mf_semantics=0.1, vecf=0.05, hafr=0.2,
+                         pinet=0.02, clcrec=0.05, cierec_mf=0.05, cierec_vbpr=0.05))
+  c.tuned_weight_l2.update(dict(mf=0, vbpr=0.01, mf_image=0, mf_semantics=0, vecf=0, hafr=0,
+                                pinet=0, clcrec=0, cierec_mf=0, cierec_vbpr=0))
   return c
