@@ -16,8 +16,10 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_line(epoch, epochs, step, steps, loss, examples_per_second, eta_seconds) -> str:
-  return (f'epoch {epoch + 1}/{epochs} step {step}/{steps} loss {loss:.4f} '
-          f'{examples_per_second:,.0f} ex/s ETA {format_duration(eta_seconds)}')
+  """examples_per_second None: nothing timed yet (only compiling calls so far)."""
+  speed = ('(speed and ETA after the first timed call)' if examples_per_second is None else
+           f'{examples_per_second:,.0f} ex/s ETA {format_duration(eta_seconds)}')
+  return f'epoch {epoch + 1}/{epochs} step {step}/{steps} loss {loss:.4f} {speed}'
 
 
 def table_row(name: str, test: dict, k: int = 10) -> str:

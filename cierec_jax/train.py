@@ -298,8 +298,9 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
     now = time.time()
     train_time += now - clock
     clock = now
-    rate = train_examples / train_time if train_time > 0 else float('nan')
-    remaining = (total_steps - record['step']) * (t.batch_size / rate if rate == rate and rate else 0)
+    # Until a call that did not compile has run, there is no rate to show.
+    rate = train_examples / train_time if train_examples and train_time > 0 else None
+    remaining = (total_steps - record['step']) * t.batch_size / rate if rate else None
     out.say(report.progress_line(record['epoch'] - 1, epochs, record['step'] - (record['epoch'] - 1) * spe,
                                  spe, record['loss'], rate, remaining))
 
