@@ -13,11 +13,12 @@ def get_config():
   # selects nobody; 68 gives the cold share nearest the paper's 2/3 (0.667).
   d.cold_max_train_interactions = 68
   # python -m experiments.tune --config=configs/movielens.py --workdir=runs/movielens
-  # (seed 0, early stopping; the lr, then the weight_l2 grid, extended past edges).
-  # Finished so far: every model but the two-stage ones (DropoutNet, AMF, AMR),
-  # which keep train.lr / train.weight_l2 until their tuning ends.
+  # (seed 0, early stopping; the lr, then the weight_l2 grid, extended past edges;
+  # every choice inside its grid: experiments/results/movielens/tune.md).
   c.tuned_lr.update(dict(mf=0.05, vbpr=0.05, mf_image=0.02, mf_semantics=0.1, vecf=0.05, hafr=0.2,
-                         pinet=0.02, clcrec=0.05, cierec_mf=0.05, cierec_vbpr=0.05))
+                         pinet=0.02, dropoutnet=0.001, amf=0.2, amr=0.05, clcrec=0.05,
+                         cierec_mf=0.05, cierec_vbpr=0.05))
   c.tuned_weight_l2.update(dict(mf=0, vbpr=0.01, mf_image=0, mf_semantics=0, vecf=0, hafr=0,
-                                pinet=0, clcrec=0, cierec_mf=0, cierec_vbpr=0))
+                                pinet=0, dropoutnet=0, amf=0, amr=0.01, clcrec=0, cierec_mf=0,
+                                cierec_vbpr=0))
   return c
