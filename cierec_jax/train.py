@@ -156,6 +156,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     return _train_and_evaluate(config, workdir, wall_start, devices)
 
 
+RUN_LOCK = 'run.lock'  # process 0's lock file in a run's workdir
+
+
 @contextlib.contextmanager
 def run_lock(workdir: str):
   """Holds the workdir for this run: each process its own lock file (run.lock,
@@ -165,7 +168,7 @@ def run_lock(workdir: str):
   with contextlib.ExitStack() as stack:
     busy = None
     try:
-      stack.enter_context(workdir_lock.held(workdir, 'run.lock' + (f'.{p}' if p else ''),
+      stack.enter_context(workdir_lock.held(workdir, RUN_LOCK + (f'.{p}' if p else ''),
                                             f'workdir {workdir}'))
     except workdir_lock.WorkdirBusy as e:
       busy = e

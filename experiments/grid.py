@@ -11,7 +11,9 @@ is {'diverged': why}, tuning ranks it below every finished run, and tables
 say "diverged" in its cells (delete diverged.json to run it again).
 A run may start from another run's trained state (`init_from`), which is
 trained first when it is not finished. Compiled steps are cached on disk
-across runs of the same shape.
+across runs of the same shape. Processes running the same grid on one root
+share its work: a run another live process holds is left to it and taken up
+after the others (its result read, or the run resumed if that process died).
 """
 
 import csv
@@ -26,6 +28,7 @@ import numpy as np
 from cierec_jax import divergence
 from cierec_jax import report
 from cierec_jax import train
+from cierec_jax import workdir_lock
 
 DIVERGED = 'diverged'  # the result key (and the workdir's <DIVERGED>.json) of a diverged run
 
@@ -78,40 +81,61 @@ def run_grid(config, runs, root: str, quick: bool = False) -> dict:
   if bases:  # a run's starting state comes first
     results.update(run_grid(config, list(dict.fromkeys(bases)), root, quick))
   runs = sorted(runs, key=lambda r: r.init_from is not None)  # stable: bases before the runs they start
-  for n, run in enumerate(runs, start=1):
-    workdir = run.workdir(root)
-    done = [os.path.join(workdir, f) for f in ('results.json', f'{DIVERGED}.json')]
-    done = [p for p in done if os.path.exists(p)]
-    if done:
-      with open(done[0]) as f:
-        results[run] = json.load(f)
-      print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: done before, skipped'
-            f'{" (diverged)" if diverged(results[run]) else ""}', flush=True)
-      continue
-    if run.init_from is not None and diverged(results[run.init_from]):
-      results[run] = {DIVERGED: f'the run it starts from diverged ({run.init_from.workdir(root)})'}
-      print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: not run, {results[run][DIVERGED]}', flush=True)
-      continue
-    c = apply(config, run.config_overrides(root))
-    if quick:
-      c.train.epochs = 1
-    t0 = time.time()
-    try:
-      results[run] = train.train_and_evaluate(c, workdir)
-    except divergence.DivergenceError as e:
-      results[run] = {DIVERGED: str(e)}
-      os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, f'{DIVERGED}.json'), 'w') as f:
-        json.dump(results[run], f)
-    timed.append(time.time() - t0)
-    left = len(runs) - n
-    eta = report.format_duration(np.mean(timed) * left) if left else '0s'
-    outcome = f'DIVERGED: {results[run][DIVERGED]}; ' if diverged(results[run]) else ''
-    print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: {outcome}{report.format_duration(timed[-1])}, '
-          f'grid elapsed {report.format_duration(time.time() - start)}, ETA {eta}', flush=True)
+  pending = list(enumerate(runs, start=1))
+  while pending:
+    busy = []
+    for n, run in pending:
+      outcome = _run_one(config, run, root, quick, results, f'[{n}/{len(runs)}] {run.label} seed {run.seed}')
+      if outcome is None:
+        busy.append((n, run))
+        continue
+      if outcome:
+        timed.append(outcome)
+        left = sum(1 for m, _ in pending if m > n) + len(busy)
+        eta = report.format_duration(np.mean(timed) * left) if left else '0s'
+        lost = f'DIVERGED: {results[run][DIVERGED]}; ' if diverged(results[run]) else ''
+        print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: {lost}{report.format_duration(outcome)}, '
+              f'grid elapsed {report.format_duration(time.time() - start)}, ETA {eta}', flush=True)
+    for _, run in busy:  # wait for the other process, then read its result (or resume its run)
+      lock = os.path.join(run.workdir(root), train.RUN_LOCK)
+      workdir_lock.acquire(lock, f'workdir {run.workdir(root)}', wait=True)
+      workdir_lock.release(lock)
+    pending = busy
   print(f'grid wall time: {report.format_duration(time.time() - start)} '
         f'({len(timed)} runs trained, {len(runs) - len(timed)} reused)', flush=True)
   return results
+
+
+def _run_one(config, run: Run, root: str, quick: bool, results: dict, name: str):
+  """Fills results[run]: read when finished, else trained. Returns the seconds
+  spent training, 0 when nothing was trained, None when another process holds
+  the run (it is taken up after the others)."""
+  workdir = run.workdir(root)
+  done = [p for p in (os.path.join(workdir, f) for f in ('results.json', f'{DIVERGED}.json')) if os.path.exists(p)]
+  if done:
+    with open(done[0]) as f:
+      results[run] = json.load(f)
+    print(f'{name}: done before, skipped{" (diverged)" if diverged(results[run]) else ""}', flush=True)
+    return 0
+  if run.init_from is not None and diverged(results[run.init_from]):
+    results[run] = {DIVERGED: f'the run it starts from diverged ({run.init_from.workdir(root)})'}
+    print(f'{name}: not run, {results[run][DIVERGED]}', flush=True)
+    return 0
+  c = apply(config, run.config_overrides(root))
+  if quick:
+    c.train.epochs = 1
+  t0 = time.time()
+  try:
+    results[run] = train.train_and_evaluate(c, workdir)
+  except workdir_lock.WorkdirBusy as e:
+    print(f'{name}: {e}; taken up after the other runs', flush=True)
+    return None
+  except divergence.DivergenceError as e:
+    results[run] = {DIVERGED: str(e)}
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, f'{DIVERGED}.json'), 'w') as f:
+      json.dump(results[run], f)
+  return max(time.time() - t0, 1e-9)
 
 
 def diverged(results: dict) -> bool:

@@ -183,3 +183,48 @@ def test_a_diverged_run_is_a_result_not_the_end_of_the_grid(tmp_path, capsys):
   assert label == 'MF' and cells == ['diverged (1 of 2 seeds)'] * 2
   assert _is_mean_std(rows_lib.table2_rows([ok], results, ('all',))[0][1][0])
   assert ladders.best({0.01: 0.1, 0.05: -math.inf}) == 0.01 and ladders.extend({0.01: 0.1, 0.05: -math.inf}) == [0.005]
+
+
+def test_a_run_another_process_holds_is_taken_up_after_the_others(tmp_path, capsys, monkeypatch):
+  """Two processes of one grid on one root share its work: the run whose lock
+  is held is left to its holder, the rest are trained, and its result is read
+  once the holder releases it (not trained a second time)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  from cierec_jax import train, workdir_lock  # pylint: disable=g-import-not-at-top
+  from experiments import grid  # pylint: disable=g-import-not-at-top
+  trained = []
+
+  def fake_train(config, workdir):  # the real run_lock, no training
+    with train.run_lock(workdir):
+      trained.append(workdir)
+      return {'seed': config.train.seed}
+
+  monkeypatch.setattr(train, 'train_and_evaluate', fake_train)
+  monkeypatch.setattr(workdir_lock, 'acquire', _fast_poll(workdir_lock.acquire))
+  root = str(tmp_path / 'runs')
+  held, other = grid.Run('MF', (('model.name', 'mf'),), 0), grid.Run('MF', (('model.name', 'mf'),), 1)
+  entered, finish = threading.Event(), threading.Event()
+
+  def holder():  # "another process": holds the run, then writes its result
+    with workdir_lock.held(held.workdir(root), train.RUN_LOCK):
+      entered.set()
+      finish.wait(10)
+      with open(os.path.join(held.workdir(root), 'results.json'), 'w') as f:
+        json.dump({'by': 'the holder'}, f)
+
+  t = threading.Thread(target=holder)
+  t.start()
+  entered.wait(10)
+  threading.Timer(0.5, finish.set).start()
+  results = grid.run_grid(default.get_config(), [held, other], root)
+  t.join()
+  out = capsys.readouterr()
+  assert trained == [other.workdir(root)]
+  assert results[held] == {'by': 'the holder'} and results[other] == {'seed': 1}
+  assert 'taken up after the other runs' in out.out and '[1/2] MF seed 0: done before, skipped' in out.out
+  assert '(1 runs trained, 1 reused)' in out.out
+
+
+def _fast_poll(acquire):
+  return lambda path, what, wait=False, poll_seconds=1.0: acquire(path, what, wait, 0.05)
