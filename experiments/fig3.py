@@ -86,7 +86,8 @@ def main(_):
     for k in range(len(users)):
       mine = xy[len(users):][owner == k]
       ax.scatter(mine[:, 0], mine[:, 1], s=14, color=colours(k), alpha=0.7)
-      ax.scatter(xy[k, 0], xy[k, 1], marker='*', s=260, color=colours(k), edgecolors='black')
+    for k in range(len(users)):  # every star above every user's dots
+      ax.scatter(xy[k, 0], xy[k, 1], marker='*', s=260, color=colours(k), edgecolors='black', zorder=3)
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
