@@ -85,16 +85,17 @@ def run_grid(config, runs, root: str, quick: bool = False) -> dict:
   while pending:
     busy = []
     for n, run in pending:
-      outcome = _run_one(config, run, root, quick, results, f'[{n}/{len(runs)}] {run.label} seed {run.seed}')
-      if outcome is None:
+      t0 = time.time()
+      trained = _run_one(config, run, root, quick, results, f'[{n}/{len(runs)}] {run.label} seed {run.seed}')
+      if trained is None:
         busy.append((n, run))
         continue
-      if outcome:
-        timed.append(outcome)
+      if trained:
+        timed.append(time.time() - t0)
         left = sum(1 for m, _ in pending if m > n) + len(busy)
         eta = report.format_duration(np.mean(timed) * left) if left else '0s'
         lost = f'DIVERGED: {results[run][DIVERGED]}; ' if diverged(results[run]) else ''
-        print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: {lost}{report.format_duration(outcome)}, '
+        print(f'[{n}/{len(runs)}] {run.label} seed {run.seed}: {lost}{report.format_duration(timed[-1])}, '
               f'grid elapsed {report.format_duration(time.time() - start)}, ETA {eta}', flush=True)
     for _, run in busy:  # wait for the other process, then read its result (or resume its run)
       lock = os.path.join(run.workdir(root), train.RUN_LOCK)
@@ -107,24 +108,23 @@ def run_grid(config, runs, root: str, quick: bool = False) -> dict:
 
 
 def _run_one(config, run: Run, root: str, quick: bool, results: dict, name: str):
-  """Fills results[run]: read when finished, else trained. Returns the seconds
-  spent training, 0 when nothing was trained, None when another process holds
-  the run (it is taken up after the others)."""
+  """Fills results[run]: read when finished, else trained. Returns whether it
+  trained, or None when another process holds the run (it is taken up after
+  the others)."""
   workdir = run.workdir(root)
   done = [p for p in (os.path.join(workdir, f) for f in ('results.json', f'{DIVERGED}.json')) if os.path.exists(p)]
   if done:
     with open(done[0]) as f:
       results[run] = json.load(f)
     print(f'{name}: done before, skipped{" (diverged)" if diverged(results[run]) else ""}', flush=True)
-    return 0
+    return False
   if run.init_from is not None and diverged(results[run.init_from]):
     results[run] = {DIVERGED: f'the run it starts from diverged ({run.init_from.workdir(root)})'}
     print(f'{name}: not run, {results[run][DIVERGED]}', flush=True)
-    return 0
+    return False
   c = apply(config, run.config_overrides(root))
   if quick:
     c.train.epochs = 1
-  t0 = time.time()
   try:
     results[run] = train.train_and_evaluate(c, workdir)
   except workdir_lock.WorkdirBusy as e:
@@ -135,7 +135,7 @@ def _run_one(config, run: Run, root: str, quick: bool, results: dict, name: str)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, f'{DIVERGED}.json'), 'w') as f:
       json.dump(results[run], f)
-  return max(time.time() - t0, 1e-9)
+  return True
 
 
 def diverged(results: dict) -> bool:
