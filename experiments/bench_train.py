@@ -1,6 +1,7 @@
 """Training triples/s and evaluation users/s, measured by real short runs.
 
-  python -m experiments.bench_train [--epochs=3] [--only=movielens] [--set=train.steps_per_call=1]
+  python -m experiments.bench_train [--epochs=3] [--only=movielens] [--repeats=1]
+      [--set=train.steps_per_call=1]
 
 Runs `train_and_evaluate` for each row of SETTINGS, each in its own process
 (the device count is fixed when JAX starts), and reports the figures its
@@ -8,11 +9,15 @@ results.json records: train triples/s (time in train calls, without their
 compilation, evaluation or checkpoints) and eval users/s (without
 compilation). Next to them, the model's encoder forward+backward alone on one
 step's items (2 x batch), and its share of the step (batch / triples/s).
+With --repeats=N each row runs N times and shows the median rate with the
+range: on a shared 2-core VM the same run's rate varies by up to 1.7x from one
+process to the next, more than most changes one would measure.
 """
 
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +37,8 @@ _EPOCHS = flags.DEFINE_integer('epochs', 3, 'Epochs per run (calls that compile 
                                'with one call per epoch the first epoch is).')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'dataset.data_dir (default: the config default).')
 _ONLY = flags.DEFINE_string('only', '', 'Run only the rows whose name matches this regex.')
+_REPEATS = flags.DEFINE_integer('repeats', 1, 'Runs per row; more than one shows the median '
+                                'rate and its range (min-max) over the runs.')
 _SET = flags.DEFINE_multi_string('set', [], 'Extra config overrides for every run, e.g. '
                                  'train.steps_per_call=1.')
 
@@ -81,6 +88,8 @@ def encoder_seconds(results: dict) -> float | None:
 
 
 def main(_):
+  if _REPEATS.value < 1:
+    raise app.UsageError(f'--repeats={_REPEATS.value}: expected 1 or more')
   logging.set_verbosity(logging.WARNING)
   print(f'device: {yardstick.device_line()}')
   print('| setting | devices | train triples/s | eval users/s | encoder fwd+bwd s/step | '
@@ -89,14 +98,17 @@ def main(_):
   for name, config, model, devices, mode, *overrides in SETTINGS:
     if _ONLY.value and not re.search(_ONLY.value, name):
       continue
-    r = run(config, model, devices, mode, overrides)
-    d, rate = r['devices'], r['train_examples_per_second']
+    runs = [run(config, model, devices, mode, overrides) for _ in range(_REPEATS.value)]
+    r, rates = runs[0], [x['train_examples_per_second'] for x in runs]
+    rate = statistics.median(rates) if None not in rates else None
     enc = encoder_seconds(r)
     share = enc / (r['config']['train']['batch_size'] / rate) if enc and rate else None
     fmt = lambda v, f: '-' if v is None else format(v, f)
-    print(f"| {name} | {d['count']} x {d['kind']} | {fmt(rate, ',.0f')} | "
-          f"{r['eval_users_per_second']:,.0f} | {fmt(enc, '.4f')} | {fmt(share, '.0%')} | "
-          f"{r['wall_seconds']:.0f} |", flush=True)
+    d = r['devices']
+    print(f"| {name} | {d['count']} x {d['kind']} | {yardstick.rate_cell(rates)} | "
+          f"{yardstick.rate_cell([x['eval_users_per_second'] for x in runs])} | {fmt(enc, '.4f')} | "
+          f"{fmt(share, '.0%')} | {statistics.median(x['wall_seconds'] for x in runs):.0f} |",
+          flush=True)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,6 @@
 """Shared by the benchmarks: timing and a plain ResNet18 train step as the yardstick."""
 
+import statistics
 import time
 
 import jax
@@ -7,6 +8,16 @@ import jax.numpy as jnp
 import optax
 
 from cierec_jax.models import resnet
+
+
+def rate_cell(rates: list) -> str:
+  """One run's rate, or the median of several runs with their range
+  (None, a rate a run could not measure, shows as '-')."""
+  if not rates or any(r is None for r in rates):
+    return '-'
+  if len(rates) == 1:
+    return f'{rates[0]:,.0f}'
+  return f'{statistics.median(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f})'
 
 
 def time_per_call(fn, *args, repeats: int = 5) -> float:

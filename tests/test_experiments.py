@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -228,3 +229,28 @@ def test_a_run_another_process_holds_is_taken_up_after_the_others(tmp_path, caps
 
 def _fast_poll(acquire):
   return lambda path, what, wait=False, poll_seconds=1.0: acquire(path, what, wait, 0.05)
+
+
+def test_rate_cell_shows_one_run_or_the_median_and_range():
+  from experiments import yardstick
+  assert yardstick.rate_cell([906047.4]) == '906,047'
+  assert yardstick.rate_cell([3.0, 1.0, 2.0, 10.0]) == '2 (1-10)'  # median of an even count
+  assert yardstick.rate_cell([900000, 1200000, 700000]) == '900,000 (700,000-1,200,000)'
+  assert yardstick.rate_cell([1.0, None]) == '-'
+
+
+def test_bench_train_repeats_a_row_and_reports_the_median(tmp_path):
+  tiny = [f'--set={a.removeprefix("--config.")}' for a in TINY[1:]]
+  args = [sys.executable, '-m', 'experiments.bench_train', '--only=^MF, default$', '--epochs=2',
+          '--repeats=2', f'--data_dir={tmp_path}', *tiny]
+  out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [l for l in out.stdout.splitlines() if l.startswith('| MF, default |')]
+  assert len(rows) == 1, out.stdout
+  cells = [c.strip() for c in rows[0].strip('|').split('|')]
+  assert re.fullmatch(r'[\d,]+ \([\d,]+-[\d,]+\)', cells[2]), cells  # median (min-max)
+  median, lo, hi = (int(v.replace(',', '')) for v in re.findall(r'[\d,]+', cells[2]))
+  assert lo <= median <= hi
+  bad = subprocess.run([sys.executable, '-m', 'experiments.bench_train', '--repeats=0'], cwd=ROOT,
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and '--repeats=0: expected 1 or more' in bad.stderr + bad.stdout
