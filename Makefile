@@ -37,6 +37,7 @@ bench: venv
 	$(PY) -m experiments.bench_data
 	$(PY) -m experiments.bench_model
 	$(PY) -m experiments.bench_train
+	$(PY) -m experiments.bench_sparse_update
 
 clean:
 	rm -rf $(VENV) runs

@@ -254,3 +254,15 @@ def test_bench_train_repeats_a_row_and_reports_the_median(tmp_path):
   bad = subprocess.run([sys.executable, '-m', 'experiments.bench_train', '--repeats=0'], cwd=ROOT,
                        capture_output=True, text=True)
   assert bad.returncode != 0 and '--repeats=0: expected 1 or more' in bad.stderr + bad.stdout
+
+
+def test_bench_sparse_update_forms_end_where_dense_ends():
+  out = subprocess.run([sys.executable, '-m', 'experiments.bench_sparse_update', '--rounds=1',
+                        '--calls=1'], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [[c.strip() for c in l.strip('|').split('|')] for l in out.stdout.splitlines()
+          if l.startswith('| ') and not l.startswith('| Adagrad')]
+  assert [r[0] for r in rows] == ['dense', 'dense, logging the gradient norm', 'rows in place',
+                                  'rows, dense apply']
+  assert all(float(r[2]) == 0.0 for r in rows), rows  # every form makes the same update
+  assert all(float(r[1].replace(',', '')) > 0 for r in rows)
