@@ -111,12 +111,14 @@ def batches():
 def make_call(step):
   @functools.partial(jax.jit, donate_argnums=(0,))
   def call(carry, xs):
-    carry, norms = lax.scan(step, carry, xs, unroll=_UNROLL.value)
-    return carry, norms
+    return lax.scan(step, carry, xs, unroll=_UNROLL.value)  # (carry, per-step norms or None)
   return call
 
 
 def main(_):
+  for flag in (_ROUNDS, _CALLS, _UNROLL):
+    if flag.value < 1:
+      raise app.UsageError(f'--{flag.name}={flag.value}: expected 1 or more')
   print(f'device: {yardstick.device_line()}')
   xs = batches()
   calls = {name: make_call(step) for name, step in FORMS.items()}

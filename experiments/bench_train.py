@@ -100,7 +100,7 @@ def main(_):
       continue
     runs = [run(config, model, devices, mode, overrides) for _ in range(_REPEATS.value)]
     r, rates = runs[0], [x['train_examples_per_second'] for x in runs]
-    rate = statistics.median(rates) if None not in rates else None
+    rate = yardstick.median_rate(rates)
     enc = encoder_seconds(r)
     share = enc / (r['config']['train']['batch_size'] / rate) if enc and rate else None
     fmt = lambda v, f: '-' if v is None else format(v, f)

@@ -10,14 +10,21 @@ import optax
 from cierec_jax.models import resnet
 
 
-def rate_cell(rates: list) -> str:
-  """One run's rate, or the median of several runs with their range
-  (None, a rate a run could not measure, shows as '-')."""
+def median_rate(rates: list) -> float | None:
+  """The median of several runs' rates; None if any run could not measure one."""
   if not rates or any(r is None for r in rates):
+    return None
+  return statistics.median(rates)
+
+
+def rate_cell(rates: list) -> str:
+  """One run's rate, or the median of several runs with their range ('-': no rate)."""
+  median = median_rate(rates)
+  if median is None:
     return '-'
   if len(rates) == 1:
-    return f'{rates[0]:,.0f}'
-  return f'{statistics.median(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f})'
+    return f'{median:,.0f}'
+  return f'{median:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})'
 
 
 def time_per_call(fn, *args, repeats: int = 5) -> float:
