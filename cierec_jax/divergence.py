@@ -17,6 +17,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 AUTO_FACTOR = 1e3
 
@@ -81,6 +82,14 @@ class Guard:
     if loss > self.bound:
       raise DivergenceError(f'{what} {loss:.4g} at step {step} is above {self._describe_bound()}'
                             f'{context}; try a lower train.lr')
+
+  def first_bad(self, losses: np.ndarray) -> int | None:
+    """The index of the first of consecutive losses that check_loss refuses
+    (None: none), the first one setting the initial loss if none is set yet."""
+    if self.initial_loss is None and len(losses) and math.isfinite(losses[0]):
+      self.initial_loss = float(losses[0])
+    bad = np.flatnonzero(~np.isfinite(losses) | (losses > self.bound))
+    return int(bad[0]) if len(bad) else None
 
   def check_state(self, step: int, state, probe, last_saved: int | None):
     """Before checkpointing the state after `step`: every float finite and

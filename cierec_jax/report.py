@@ -44,10 +44,17 @@ class MetricsLog:
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._file = None  # kept open for appending: a step-logging run writes many lines a second
+
+  def close(self):
+    if self._file is not None:
+      self._file.close()
+      self._file = None
 
   def truncate_after(self, step: int):
     """Drops lines past `step` (written by a run that stopped after its last
     checkpoint) and the final evaluations (written again when the run ends)."""
+    self.close()
     if not os.path.exists(self.path):
       return
     keep = [line for line in self.read() if line['step'] <= step and line['kind'] in ('train', 'valid')]
@@ -57,8 +64,10 @@ class MetricsLog:
     os.replace(tmp, self.path)
 
   def write(self, record: dict):
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    if self._file is None:
+      self._file = open(self.path, 'a')  # pylint: disable=consider-using-with
+    self._file.write(json.dumps(record) + '\n')
+    self._file.flush()  # on disk for a reader, and if the run is killed
 
   def read(self) -> list:
     if not os.path.exists(self.path):
@@ -97,6 +106,9 @@ class RunOutputs:
   def json(self, name: str, obj):
     if self.writer:
       write_json(os.path.join(self.workdir, name), obj)
+
+  def close(self):
+    self.metrics.close()
 
   def curves(self):
     if self.writer:

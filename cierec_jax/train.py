@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import itertools
 import json
 import os
 import queue
@@ -82,12 +83,18 @@ def device_info(mode: str, count: int) -> dict:
           'count': count, 'process_count': jax.process_count(), 'parallel': mode}
 
 
+# Metrics a train record shows at its last step rather than averaged: the
+# gates' choices, and the gradient norm (measured at that step only).
+LAST_STEP_METRICS = ('action', 'lambda', 'grad_norm')
+
+
 class _Interval:
   """Step metrics since the last flush: checked by the divergence guard, then logged."""
 
   def __init__(self):
     self.items = []
     self.last_finite = None
+    self._fetched = {}  # id(call metrics) -> their host copy, while steps of the call remain
 
   def add(self, step, epoch, call_metrics, index, examples):
     """One step: its metrics are call_metrics[k][index] (a call's stacked metrics)."""
@@ -101,25 +108,50 @@ class _Interval:
     if not items:
       return None
     self.items = self.items[len(items):]
-    calls = {id(m): m for _, _, (m, _), _ in items}  # one transfer per call
-    fetched = dict(zip(calls, jax.device_get(list(calls.values()))))
-    host = [{k: v[j] for k, v in fetched[id(m)].items()} for _, _, (m, j), _ in items]
-    for (step, epoch, _, _), m in zip(items, host):
-      try:
-        guard.check_loss(step, float(m['loss']),
-                         context=f' (epoch {epoch + 1}); last finite metrics: {self.last_finite}')
-      except divergence.DivergenceError:
-        self.items = []
-        raise
-      self.last_finite = {'step': step, **{k: float(v) for k, v in m.items()}}
-    step, epoch = items[-1][0], items[-1][1]
-    record = {'kind': 'train', 'step': step, 'epoch': epoch + 1,
-              'epoch_float': step / steps_per_epoch,
+    # One transfer per call: a call's metrics serve all the records of its steps.
+    calls = {id(m): m for _, _, (m, _), _ in items if id(m) not in self._fetched}
+    self._fetched.update(zip(calls, jax.device_get(list(calls.values()))))
+    fetched, left = self._fetched, {id(m) for _, _, (m, _), _ in self.items}
+    self._fetched = {k: v for k, v in fetched.items() if k in left}
+    # Each metric as one [len(items)] array in step order (items of one call are consecutive).
+    segments = [(fetched[key], np.array([j for _, _, (_, j), _ in group]))
+                for key, group in itertools.groupby(items, key=lambda x: id(x[2][0]))]
+    host = {k: np.concatenate([np.asarray(m[k])[js] for m, js in segments]).astype(np.float64)
+            for k in segments[0][0]}
+    steps = [step for step, *_ in items]
+    # grad_norm is NaN where it was not measured (train.record_ends)
+    last_finite = lambda i: {'step': steps[i], **{k: float(v[i]) for k, v in host.items()
+                                                  if k != 'grad_norm' or np.isfinite(v[i])}}
+    loss = host['loss']
+    i = guard.first_bad(loss)
+    if i is not None:
+      if i:
+        self.last_finite = last_finite(i - 1)
+      self.items, self._fetched = [], {}
+      guard.check_loss(steps[i], float(loss[i]), context=f' (epoch {items[i][1] + 1}); last finite '
+                       f'metrics: {self.last_finite}')  # raises
+    self.last_finite = last_finite(len(items) - 1)
+    record = {'kind': 'train', 'step': steps[-1], 'epoch': items[-1][1] + 1,
+              'epoch_float': steps[-1] / steps_per_epoch,
               'examples': int(sum(e for *_, e in items))}
-    for k in host[-1]:
-      vals = [float(m[k]) for m in host]
-      record[k] = vals[-1] if k.startswith(('action', 'lambda')) else float(np.mean(vals))
+    for k, v in host.items():
+      record[k] = float(v[-1]) if k.startswith(LAST_STEP_METRICS) else float(np.mean(v))
     return record
+
+
+def record_ends(t, steps_per_epoch: int):
+  """s -> whether a train record of metrics.jsonl ends after s steps (ints or
+  traced arrays): every train.log_every_steps, at each epoch's end, and where
+  a call ends for a checkpoint or the halt. The gradient norm is measured there only."""
+  log_every, ckpt_every = max(1, int(t.log_every_steps)), int(t.checkpoint_every_steps)
+  halt = int(t.get('halt_after_steps', 0))
+
+  def ends(s):
+    e = (s % log_every == 0) | (s % steps_per_epoch == 0)
+    if ckpt_every:
+      e = e | (s % ckpt_every == 0)
+    return e | (s == halt) if halt else e
+  return ends
 
 
 def final_evaluations(evaluator, variables, reads_annotations: bool, dump_dir=None) -> dict:
@@ -243,7 +275,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   out.json('config.json', config.to_dict())
 
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None,
-                                     shard_sum(t, mesh, model.spec, pmap))
+                                     shard_sum(t, mesh, model.spec, pmap), record_ends(t, spe))
   call_fn = step_lib.scan_steps(
       step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.items.modality),
       step_lib.scan_unroll(model.spec))
@@ -338,6 +370,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
       if halt and global_step >= halt:
         checkpoints.close()
         best_checkpoint.close()
+        out.close()
         return {'halted_at_step': global_step}
     flush()
 
@@ -390,6 +423,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
       'session_wall_seconds': time.time() - wall_start,
   }
   out.json('results.json', results)
+  out.close()
   out.curves()
   rows = [(results['model'], results['test'])]
   if 'test_withheld' in results:

@@ -65,3 +65,37 @@ def test_probe_loss_leaves_the_donated_state_intact(mode):
   dstate, _ = runner.step(runner.put_state({'w': np.ones(3, np.float32)}), batch, None, jax.random.key(0), 0)
   assert divergence.probe_loss(runner, dstate, batch, None, jax.random.key(0)) == 6.0
   np.testing.assert_array_equal(runner.get_state(dstate)['w'], [2.0, 2.0, 2.0])  # not donated away
+
+
+def _interval(*calls):
+  """An _Interval holding consecutive calls of stacked step metrics (steps 1, 2, ...)."""
+  from cierec_jax import train
+  interval, step = train._Interval(), 0
+  for loss in calls:
+    m = {'loss': jnp.asarray(loss, jnp.float32), 'bpr': jnp.asarray(loss, jnp.float32) / 2,
+         'action_v': jnp.arange(len(loss), dtype=jnp.int32)}
+    for j in range(len(loss)):
+      step += 1
+      interval.add(step, 0, m, j, 10)
+  return interval
+
+
+def test_interval_averages_its_steps_across_calls_and_keeps_the_last_action():
+  interval = _interval([1.0, 2.0], [3.0, 6.0, 8.0])
+  record = interval.flush(10, divergence.Guard(), upto=4)
+  assert record == {'kind': 'train', 'step': 4, 'epoch': 1, 'epoch_float': 0.4, 'examples': 40,
+                    'loss': 3.0, 'bpr': 1.5, 'action_v': 1.0}
+  assert interval.last_finite == {'step': 4, 'loss': 6.0, 'bpr': 3.0, 'action_v': 1.0}
+  assert interval.flush(10, divergence.Guard(), upto=None)['loss'] == 8.0  # step 5 is left
+
+
+@pytest.mark.parametrize('bad,step,last', [(float('nan'), 4, 3), (5000.0, 4, 3), (np.inf, 1, None)])
+def test_interval_stops_at_the_first_bad_step_naming_the_last_finite_one(bad, step, last):
+  losses = [[1.0, 2.0], [3.0, 6.0, 8.0]]
+  flat = sum(losses, [])
+  flat[step - 1] = bad
+  interval, guard = _interval(flat[:2], flat[2:]), divergence.Guard()
+  with pytest.raises(divergence.DivergenceError, match=rf'at step {step} ') as e:
+    interval.flush(10, guard)
+  assert (f"last finite metrics: {{'step': {last}," if last else 'last finite metrics: None') in str(e.value)
+  assert guard.initial_loss == (None if step == 1 else 1.0) and interval.items == []

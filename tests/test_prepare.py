@@ -136,3 +136,11 @@ def test_empty_split_is_refused(inter, split_labels, message):
     raw.inter_split = np.array(split_labels, np.int8)
   with pytest.raises(DataError, match=message):
     prepare.prepare(raw, prepare.PrepSettings(num_negatives=1, repeats=1))
+
+
+def test_load_refuses_ids_outside_their_table():
+  from cierec_jax.data import load
+  load._check_ids(np.array([0, 4, 2]), 5, "the users' items", '/x/users')  # in range: no error
+  for bad in (5, -1):
+    with pytest.raises(DataError, match=rf"/x/users: the users' items hold id {bad}, outside \[0, 5\)"):
+      load._check_ids(np.array([[0, 4], [bad, 1]]), 5, "the users' items", '/x/users')

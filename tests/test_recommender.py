@@ -190,3 +190,21 @@ def test_annotation_dropout_withholds_annotations_in_training_only():
   same_as_kept = np.isclose(half, kept, atol=1e-6) & (batch['pos_lengths'] > 0)
   same_as_dropped = np.isclose(half, dropped, atol=1e-6) & (batch['pos_lengths'] > 0)
   assert same_as_kept.any() and same_as_dropped.any()
+
+
+def test_embed_matches_flax_embed_in_value_gradient_and_parameters():
+  from cierec_jax.models import embed
+  ids = jnp.array([[3, 0, 7], [7, 7, 1]], jnp.int32)  # repeated ids: their gradients add up
+  for rows in (10, 1):
+    ids_r = ids % rows
+    ours, theirs = embed.Embed(rows, 4), flax.linen.Embed(rows, 4)
+    params = theirs.init(jax.random.key(0), ids_r)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), ids_r)) == jax.tree.map(jnp.shape, params)
+    w = jax.random.normal(jax.random.key(1), ids_r.shape + (4,))
+    loss = lambda m: lambda p: jnp.sum(w * m.apply(p, ids_r) ** 2)
+    np.testing.assert_array_equal(ours.apply(params, ids_r), theirs.apply(params, ids_r))
+    g_ours, g_theirs = jax.grad(loss(ours))(params), jax.grad(loss(theirs))(params)
+    np.testing.assert_allclose(g_ours['params']['embedding'], g_theirs['params']['embedding'],
+                               rtol=1e-6)
+  with pytest.raises(ValueError, match='integers'):
+    embed.Embed(10, 4).init(jax.random.key(0), jnp.zeros((2,), jnp.float32))

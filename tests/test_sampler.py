@@ -28,6 +28,17 @@ def test_negatives_cover_the_free_items_uniformly():
   assert freq[[0, 2, 4, 6, 8]].sum() == 0
 
 
+def test_negatives_searched_in_user_order_are_the_same_draws(tiny_data):
+  s = sampler_lib.sampler_for(tiny_data, 32, seed=0)
+  assert s._grouped  # interactions come grouped by user, so draw() takes the user-order search
+  order = np.random.default_rng(1).permutation(len(s.users))
+  users = s.users[order]
+  shuffled = s.positives.sample_free(np.random.default_rng(2), users)
+  grouped = s.positives.sample_free(np.random.default_rng(2), users, order)
+  np.testing.assert_array_equal(grouped, shuffled)
+  assert len(np.unique(shuffled)) > 1
+
+
 def test_epoch_visits_each_interaction_once_with_padding(tiny_data):
   s = sampler_lib.sampler_for(tiny_data, 32, seed=1)
   batches = list(s.batches(0))

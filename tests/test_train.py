@@ -209,8 +209,20 @@ def test_steps_per_call_and_device_items_give_the_one_step_results(tmp_path):
   # Each step is logged as without calls; the halt adds a record at step 5.
   four_logged, one_logged = records('four'), records('one')
   assert [r['step'] for r in four_logged] == sorted([r['step'] for r in one_logged] + [5])
-  later = lambda rs: [r['loss'] for r in rs if r['step'] > 6]  # same intervals again
+  later = lambda rs, k='loss': [r[k] for r in rs if r['step'] > 6]  # same intervals again
   np.testing.assert_allclose(later(four_logged), later(one_logged), rtol=1e-4)
+  # The gradient norm is measured at each record's last step (train.record_ends), and only there.
+  for r in one_logged + four_logged:
+    assert np.isfinite(r['grad_norm']) and r['grad_norm'] > 0, r
+  np.testing.assert_allclose(later(four_logged, 'grad_norm'), later(one_logged, 'grad_norm'), rtol=1e-4)
+
+
+def test_record_ends_every_log_interval_epoch_checkpoint_and_halt():
+  c = _config('unused', log_every_steps=3, checkpoint_every_steps=5, halt_after_steps=11)
+  ends = train.record_ends(c.train, 7)
+  assert [s for s in range(1, 16) if ends(s)] == [3, 5, 6, 7, 9, 10, 11, 12, 14, 15]
+  traced = jax.jit(jax.vmap(ends))(np.arange(1, 16))
+  assert [s for s, e in zip(range(1, 16), traced) if e] == [3, 5, 6, 7, 9, 10, 11, 12, 14, 15]
 
 
 def test_one_call_of_several_steps_equals_single_steps():

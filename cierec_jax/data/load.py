@@ -138,11 +138,16 @@ def load(config, preload: bool | None = None) -> dataset_lib.RecData:
 
   if preload is None:
     preload = bool(config.dataset.get('preload', True))
+  user_items = np.concatenate([r['items'] for r in users]).astype(np.int32)
+  # The models' embedding lookups promise in-range ids (models/embed.py).
+  _check_ids(user_items, num_items, "the users' items", paths[builder.USERS])
+  _check_ids(negatives, num_items, "the users' evaluation negatives", paths[builder.USERS])
+  _check_ids(item_elements, len(meta['vocab']), "the items' elements (vocabulary ids)",
+             paths[builder.ITEMS])
   store = dataset_lib.ItemStore(items_src, modality, num_items, preload)
   return dataset_lib.RecData(
       name=config.dataset.name, modality=modality, source_shape=tuple(meta['source_shape']),
-      vocab=list(meta['vocab']), user_indptr=indptr,
-      user_items=np.concatenate([r['items'] for r in users]).astype(np.int32),
+      vocab=list(meta['vocab']), user_indptr=indptr, user_items=user_items,
       user_times=np.concatenate([r['timestamps'] for r in users]).astype(np.float64),
       user_splits=np.concatenate([r['splits'] for r in users]).astype(np.int8),
       item_elements=item_elements, item_lengths=np.array([len(e) for e in elements], np.int32),
@@ -150,6 +155,14 @@ def load(config, preload: bool | None = None) -> dataset_lib.RecData:
       cold=np.array([r['cold'] for r in small], bool),
       user_cold=np.array([r['cold'] for r in users], bool), negatives=negatives, stats=dict(meta['stats']),
       items=store, path=os.path.dirname(os.path.dirname(paths[builder.ITEMS])))
+
+
+def _check_ids(ids: np.ndarray, bound: int, what: str, path: str):
+  """Raises DataError unless every id is in [0, bound)."""
+  bad = (ids < 0) | (ids >= bound)
+  if np.any(bad):
+    raise DataError(f'{what} hold id {int(ids[bad][0])}, outside [0, {bound}): '
+                    f'the table is corrupt', path)
 
 
 def stats_json(config) -> str:

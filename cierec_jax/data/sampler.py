@@ -35,6 +35,7 @@ class BPRSampler:
       raise ValueError('no training interactions to sample from')
     self.users = users.astype(np.int64)
     self.items = items.astype(np.int64)
+    self._grouped = bool(np.all(np.diff(self.users) >= 0))  # by user: see Csr.sample_free
     self.positives = complement.Csr(self.users, self.items, num_users, num_items)
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // process_count
@@ -77,7 +78,7 @@ class BPRSampler:
     rng = np.random.default_rng([self.seed, epoch])
     order = rng.permutation(len(self.users))
     users, pos = self.users[order], self.items[order]
-    neg = self.positives.sample_free(rng, users)
+    neg = self.positives.sample_free(rng, users, order if self._grouped else None)
     n, total = len(order), self.steps_per_epoch * self.global_batch_size
     pad = np.arange(total - n) % n  # weight-0 filler rows, real triples
     weight = np.concatenate([np.ones(n, np.float32), np.zeros(total - n, np.float32)])

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cierec_jax.models import embed
 from cierec_jax.models import gates
 from cierec_jax.models import in_batch
 from cierec_jax.models import recommender
@@ -56,12 +57,12 @@ class CLCRec(nn.Module):
 
   def setup(self):
     s, d = self.spec, self.spec.embed_dim
-    self.user_embed = nn.Embed(s.num_users, d, embedding_init=recommender.EMBED_INIT)
-    self.item_embed = nn.Embed(s.num_items, d, embedding_init=recommender.EMBED_INIT)
+    self.user_embed = embed.Embed(s.num_users, d, embedding_init=recommender.EMBED_INIT)
+    self.item_embed = embed.Embed(s.num_items, d, embedding_init=recommender.EMBED_INIT)
     self.cold = self.param('cold', nn.initializers.zeros, (s.num_items,))
     self.encoder = resnet.create(s, self.axis_name)
     if s.reads_annotations:
-      self.elements = nn.Embed(s.num_elements, d, embedding_init=nn.initializers.normal(0.1))
+      self.elements = embed.Embed(s.num_elements, d, embedding_init=nn.initializers.normal(0.1))
     self.content_hidden = nn.Dense(HIDDEN)
     self.content_out = nn.Dense(d)
 

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cierec_jax.models import embed
 from cierec_jax.models import recommender
 from cierec_jax.models import resnet
 from cierec_jax.models import spec as spec_lib
@@ -85,11 +86,11 @@ class DropoutNet(nn.Module):
 
   def setup(self):
     s, d = self.spec, self.spec.embed_dim
-    embed = functools.partial(nn.Embed, embedding_init=recommender.EMBED_INIT)
+    table = functools.partial(embed.Embed, embedding_init=recommender.EMBED_INIT)
     # Named as MF's, so that train.init_from copies them from a trained MF.
-    self.user_embed = embed(s.num_users, d)
-    self.item_embed = embed(s.num_items, d)
-    self.item_bias = nn.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros)
+    self.user_embed = table(s.num_users, d)
+    self.item_embed = table(s.num_items, d)
+    self.item_bias = embed.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros)
     self.cold = self.param('cold', nn.initializers.zeros, (s.num_items,))
     if s.encoder == 'resnet18':
       self.encoder = resnet.ResNet18(s.encoder_width, s.feature_dim, axis_name=self.axis_name)

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cierec_jax.models import embed
 from cierec_jax.models import attention
 from cierec_jax.models import resnet
 from cierec_jax.models import spec as spec_lib
@@ -32,9 +33,9 @@ class HAFR(nn.Module):
 
   def setup(self):
     s, d = self.spec, self.spec.embed_dim
-    self.user_embed = nn.Embed(s.num_users, d, embedding_init=EMBED_INIT)
-    self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
-    self.element_embed = nn.Embed(s.num_elements, d, embedding_init=EMBED_INIT)
+    self.user_embed = embed.Embed(s.num_users, d, embedding_init=EMBED_INIT)
+    self.item_embed = embed.Embed(s.num_items, d, embedding_init=EMBED_INIT)
+    self.element_embed = embed.Embed(s.num_elements, d, embedding_init=EMBED_INIT)
     self.encoder = resnet.create(s, self.axis_name)
     self.image = nn.Dense(d)
     self.ingredient_attention = attention.AdditiveAttention(d, ACTIVATION)

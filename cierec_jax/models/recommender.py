@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cierec_jax.models import embed
 from cierec_jax.models import attention
 from cierec_jax.models import gates
 from cierec_jax.models import gradient_gates
@@ -26,9 +27,9 @@ def user_vectors_and_biases(s: ModelSpec):
   """p_u [U, d], b_u [U, 1] and b_i [I, 1]: the MF part every scorer shares
   (set as self.user_embed, self.user_bias, self.item_bias: the names are the
   parameter paths checkpoints and train.init_from match on)."""
-  return (nn.Embed(s.num_users, s.embed_dim, embedding_init=EMBED_INIT),
-          nn.Embed(s.num_users, 1, embedding_init=nn.initializers.zeros),
-          nn.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros))
+  return (embed.Embed(s.num_users, s.embed_dim, embedding_init=EMBED_INIT),
+          embed.Embed(s.num_users, 1, embedding_init=nn.initializers.zeros),
+          embed.Embed(s.num_items, 1, embedding_init=nn.initializers.zeros))
 
 
 class Recommender(nn.Module):
@@ -40,7 +41,7 @@ class Recommender(nn.Module):
     self.alpha = self.param('alpha', nn.initializers.zeros, ())
     self.user_embed, self.user_bias, self.item_bias = user_vectors_and_biases(s)
     if s.uses_q:
-      self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
+      self.item_embed = embed.Embed(s.num_items, d, embedding_init=EMBED_INIT)
     if s.encoder is not None:
       self.encoder = resnet.create(s, self.axis_name)
     if s.uses_v:
@@ -56,7 +57,7 @@ class Recommender(nn.Module):
       content_dim = D if s.ci else d
       if not s.ci:
         self.vbpr_projection = nn.Dense(d)
-      self.user_content = nn.Embed(s.num_users, content_dim, embedding_init=EMBED_INIT)
+      self.user_content = embed.Embed(s.num_users, content_dim, embedding_init=EMBED_INIT)
       self.content_bias = self.param('content_bias', nn.initializers.zeros, (content_dim,))
     if s.gr:
       self.policy = gradient_gates.GatePolicies(len(s.gr_actions))

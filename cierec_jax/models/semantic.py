@@ -3,6 +3,8 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cierec_jax.models import embed
+
 
 class SemanticFusion(nn.Module):
   """s_i = last LSTM hidden state over [x_0, x_1..x_L] with length 1 + L_i.
@@ -29,7 +31,7 @@ class SemanticFusion(nn.Module):
     seq = x0[:, None, :]
     lengths = jnp.minimum(lengths, elements.shape[1])
     if self.use_tokens:
-      tokens = nn.Embed(self.num_elements, d, embedding_init=nn.initializers.normal(0.1),
+      tokens = embed.Embed(self.num_elements, d, embedding_init=nn.initializers.normal(0.1),
                         name='elements')(elements)
       seq = jnp.concatenate([seq, tokens], axis=1)
     else:

@@ -16,6 +16,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cierec_jax.models import embed
 from cierec_jax.models import attention
 from cierec_jax.models import heads
 from cierec_jax.models import resnet
@@ -36,7 +37,7 @@ class VECF(nn.Module):
     s, d = self.spec, self.spec.embed_dim
     self.alpha = self.param('alpha', nn.initializers.zeros, ())
     self.user_embed, self.user_bias, self.item_bias = user_vectors_and_biases(s)
-    self.item_embed = nn.Embed(s.num_items, d, embedding_init=EMBED_INIT)
+    self.item_embed = embed.Embed(s.num_items, d, embedding_init=EMBED_INIT)
     self.encoder = resnet.create(s, self.axis_name, regions=self.max_regions)
     self.attention = attention.AdditiveAttention(d, ACTIVATION)
     self.project = nn.Dense(d)
