@@ -74,14 +74,13 @@ class Guard:
     return f'the bound {self.bound:.4g} = {AUTO_FACTOR:g} x the initial loss (train.max_loss=0)'
 
   def check_loss(self, step: int, loss: float, what: str = 'loss', context: str = ''):
-    """Raises DivergenceError if loss is non-finite or above the bound."""
+    """Raises DivergenceError if loss is non-finite or above the bound (first_bad's test)."""
+    if self.first_bad(np.array([loss], np.float64)) is None:
+      return
     if not math.isfinite(loss):
       raise DivergenceError(f'non-finite {what} at step {step}{context}; try a lower train.lr')
-    if self.initial_loss is None:
-      self.initial_loss = loss
-    if loss > self.bound:
-      raise DivergenceError(f'{what} {loss:.4g} at step {step} is above {self._describe_bound()}'
-                            f'{context}; try a lower train.lr')
+    raise DivergenceError(f'{what} {loss:.4g} at step {step} is above {self._describe_bound()}'
+                          f'{context}; try a lower train.lr')
 
   def first_bad(self, losses: np.ndarray) -> int | None:
     """The index of the first of consecutive losses that check_loss refuses

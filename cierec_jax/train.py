@@ -142,7 +142,8 @@ class _Interval:
 def record_ends(t, steps_per_epoch: int):
   """s -> whether a train record of metrics.jsonl ends after s steps (ints or
   traced arrays): every train.log_every_steps, at each epoch's end, and where
-  a call ends for a checkpoint or the halt. The gradient norm is measured there only."""
+  a call ends for a checkpoint or the halt. The loop writes its records there,
+  and the step measures the gradient norm there only."""
   log_every, ckpt_every = max(1, int(t.log_every_steps)), int(t.checkpoint_every_steps)
   halt = int(t.get('halt_after_steps', 0))
 
@@ -274,8 +275,9 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   out.truncate_after(latest or 0)  # lines of an unsaved past, and the final test line
   out.json('config.json', config.to_dict())
 
+  ends_record = record_ends(t, spe)  # where records are written and the gradient norm measured
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None,
-                                     shard_sum(t, mesh, model.spec, pmap), record_ends(t, spe))
+                                     shard_sum(t, mesh, model.spec, pmap), ends_record)
   call_fn = step_lib.scan_steps(
       step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.items.modality),
       step_lib.scan_unroll(model.spec))
@@ -316,7 +318,6 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   train_time, train_examples, eval_time, eval_users = 0.0, 0, 0.0, 0
   clock = None  # starts after the first (compiling) call
   compiled = set()  # call lengths compiled so far: a call that compiles is checked, not timed
-  log_every = max(1, int(t.log_every_steps))
   ckpt_every = int(t.checkpoint_every_steps)
   halt = int(t.get('halt_after_steps', 0))
   patience = int(t.patience)
@@ -362,17 +363,16 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
         train_examples += sum(examples)
       global_step = first + n  # steps done
       for s in range(first + 1, global_step + 1):
-        if s % log_every == 0:
+        if ends_record(s):
           flush(s)
       if ends_call(global_step) or (halt and global_step >= halt):
-        flush()
+        flush()  # (a no-op unless the run resumed past train.halt_after_steps)
         save(epoch, i + n, global_step)
       if halt and global_step >= halt:
         checkpoints.close()
         best_checkpoint.close()
         out.close()
         return {'halted_at_step': global_step}
-    flush()
 
     done = epoch + 1
     if done % max(1, int(config.eval.every_epochs)) == 0 or done == epochs:

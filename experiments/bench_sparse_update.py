@@ -10,7 +10,8 @@ outside the model and optax, with Adagrad applied three ways:
 - rows in place: the batch's rows only, read and written by index;
 - rows, dense apply: the batch rows' Adagrad, returned as a dense update
   and added as `p + u`, which is the form an optax transformation must take;
-and dense again with the gradient norm that `train_step` logs every step.
+and dense again with the gradient norm on every step (as `train_step` measured it
+before it was measured only where a train record ends).
 
 Prints triples/s (best call of --calls) for each, and how far each one's
 parameters end from dense's after one call from the same start.
