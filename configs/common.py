@@ -47,7 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.encoder_init = ''
   c.model.freeze_encoder = False  # resnet18 only: keep the encoder's weights and BatchNorm statistics fixed
   # How ResNet18 computes its convolutions and max-pool (same params, same results):
-  # auto (patches on CPU, XLA's own ops on GPU/TPU) | xla | patches (models/conv_ops.py)
+  # auto (winograd on CPU, XLA's own ops on GPU/TPU) | xla | patches | winograd (models/conv_ops.py)
   c.model.conv_impl = 'auto'
   c.model.gate_activation = 'sigmoid'  # sigmoid | identity
   c.model.gr_actions = (0.2, 0.4, 0.6, 0.8, 1.0)

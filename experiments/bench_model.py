@@ -5,7 +5,7 @@
 For the default config (CIERec(MF), its image size and encoder width) and for
 224x224 images with encoder width 64, next to a plain ResNet18 train step,
 once per `model.conv_impl` (xla: XLA's own convolutions and max-pool, the
-path before conv_ops; auto: patches on CPU). Batches are arguments of the
+path before conv_ops; auto: winograd on CPU). Batches are arguments of the
 compiled step, as in training (constants would be folded at compile time). Then every
 registered model's parameter count at the default config.
 """
@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cierec_jax import train_step
 from cierec_jax.models import registry
 from configs import default
 from experiments import yardstick
@@ -25,21 +24,6 @@ from experiments import yardstick
 _BATCH = flags.DEFINE_integer('batch', 0, 'Triples per batch (0: config, or 32 at 224x224).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement.')
 _CONV_IMPLS = flags.DEFINE_list('conv_impls', ['xla', 'auto'], 'model.conv_impl values to measure.')
-
-
-DIMS = dict(num_users=800, num_items=1200, num_elements=25, modality='image', has_annotations=True)
-
-
-def example_batch(image_size: int, batch: int) -> dict:
-  rng = np.random.default_rng(0)
-  b = {'user': rng.integers(0, 800, batch), 'pos': rng.integers(0, 1200, batch),
-       'neg': rng.integers(0, 1200, batch),
-       'pos_content': rng.normal(size=(batch, image_size, image_size, 3)).astype(np.float32),
-       'neg_content': rng.normal(size=(batch, image_size, image_size, 3)).astype(np.float32),
-       'pos_elements': rng.integers(1, 25, (batch, 3)), 'neg_elements': rng.integers(1, 25, (batch, 3)),
-       'pos_lengths': np.full(batch, 3), 'neg_lengths': np.full(batch, 3),
-       'weight': np.ones(batch, np.float32)}
-  return {k: jnp.asarray(v, jnp.float32 if v.dtype.kind == 'f' else jnp.int32) for k, v in b.items()}
 
 
 def param_counts(model, batch: dict) -> tuple:
@@ -51,26 +35,13 @@ def param_counts(model, batch: dict) -> tuple:
 
 
 def measure(image_size: int, width: int, batch: int, repeats: int, conv_impl: str) -> dict:
-  c = default.get_config()
-  c.model.encoder_width = width
-  c.model.conv_impl = conv_impl
-  c.model.encoder_init = ''  # CIERec on pixels (the pretrained weights would need width 16)
-  model = registry.create(c.model, **DIMS)
-  b = example_batch(image_size, batch)
-  variables = jax.jit(lambda k: model.init(k, b, None, train=True))(jax.random.key(0))
-  scales = jnp.ones(2)
+  model, forward_backward, variables, b = yardstick.cierec_step(image_size, width, batch, conv_impl)
 
   @jax.jit
   def forward(v, b):
-    return model.apply(v, b, scales, train=True, mutable=['batch_stats'])[0]['pos']
+    return model.apply(v, b, jnp.ones(2), train=True, mutable=['batch_stats'])[0]['pos']
 
-  @jax.jit
-  def forward_backward(v, b):
-    def loss(p):
-      out, _ = model.apply({**v, 'params': p}, b, scales, train=True, mutable=['batch_stats'])
-      return jnp.mean(train_step.bpr(out['pos'] - out['neg']))
-    return jax.grad(loss)(v['params'])
-
+  forward_backward = jax.jit(forward_backward)
   fwd = yardstick.time_per_call(forward, variables, b, repeats=repeats)
   fb = yardstick.time_per_call(forward_backward, variables, b, repeats=repeats)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
@@ -98,13 +69,13 @@ def main(_):
         f"{DIMS['num_users']} users, {DIMS['num_items']} items, {DIMS['num_elements']} elements):")
   print('| model.name | params | of which encoder |')
   print('|---|---|---|')
-  b = example_batch(size, 2)
+  b = yardstick.example_batch(size, 2)
   # Every image model on pixels, so the counts include the ResNet18 (with a pretrained
   # encoder the feature baselines read pre-extracted features through one Dense instead).
   c.model.encoder_init = ''
   for name in registry.names():
     c.model.name = name
-    total, encoder = param_counts(registry.create(c.model, **DIMS), b)
+    total, encoder = param_counts(registry.create(c.model, **yardstick.DIMS), b)
     print(f'| {name} | {total:,} | {encoder:,} |', flush=True)
 
 

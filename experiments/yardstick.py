@@ -5,9 +5,13 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from cierec_jax import train_step
+from cierec_jax.models import registry
 from cierec_jax.models import resnet
+from configs import default
 
 
 def median_rate(rates: list) -> float | None:
@@ -81,3 +85,37 @@ def encoder_fwd_bwd_seconds(model, batch: dict, repeats: int = 3) -> float:
 def device_line() -> str:
   d = jax.devices()[0]
   return f'{jax.device_count()} x {d.device_kind} ({d.platform}), jax {jax.__version__}'
+
+
+DIMS = dict(num_users=800, num_items=1200, num_elements=25, modality='image', has_annotations=True)
+
+
+def example_batch(image_size: int, batch: int) -> dict:
+  rng = np.random.default_rng(0)
+  b = {'user': rng.integers(0, 800, batch), 'pos': rng.integers(0, 1200, batch),
+       'neg': rng.integers(0, 1200, batch),
+       'pos_content': rng.normal(size=(batch, image_size, image_size, 3)).astype(np.float32),
+       'neg_content': rng.normal(size=(batch, image_size, image_size, 3)).astype(np.float32),
+       'pos_elements': rng.integers(1, 25, (batch, 3)), 'neg_elements': rng.integers(1, 25, (batch, 3)),
+       'pos_lengths': np.full(batch, 3), 'neg_lengths': np.full(batch, 3),
+       'weight': np.ones(batch, np.float32)}
+  return {k: jnp.asarray(v, jnp.float32 if v.dtype.kind == 'f' else jnp.int32) for k, v in b.items()}
+
+
+def cierec_step(image_size: int, width: int, batch: int, conv_impl: str):
+  """(model, forward_backward(variables, batch) -> parameter gradients,
+  variables, batch): the CIERec(MF) train step's computation, not yet jitted."""
+  c = default.get_config()
+  c.model.encoder_width = width
+  c.model.conv_impl = conv_impl
+  c.model.encoder_init = ''  # CIERec on pixels (the pretrained weights would need width 16)
+  model = registry.create(c.model, **DIMS)
+  b = example_batch(image_size, batch)
+  variables = jax.jit(lambda k: model.init(k, b, None, train=True))(jax.random.key(0))
+
+  def forward_backward(v, b):
+    def loss(p):
+      out, _ = model.apply({**v, 'params': p}, b, jnp.ones(2), train=True, mutable=['batch_stats'])
+      return jnp.mean(train_step.bpr(out['pos'] - out['neg']))
+    return jax.grad(loss)(v['params'])
+  return model, forward_backward, variables, b

@@ -154,6 +154,6 @@ def test_unknown_fields_pass_and_known_fields_are_checked():
   c.model.dropout_rate = 1.0
   c.model.conv_impl = 'whatever'
   assert sorted(config_checks.problems(c)) == [
-      "model.conv_impl='whatever' (expected one of ('auto', 'xla', 'patches'))",
+      "model.conv_impl='whatever' (expected one of ('auto', 'xla', 'patches', 'winograd'))",
       'model.dropout_rate=1.0 (expected a finite number >= 0 < 1)',
       'train.steps_per_call=-1 (expected an integer >= 0)']

@@ -1,5 +1,6 @@
-"""conv_impl='patches' computes ResNet18 exactly as XLA's own ops: every layer
-shape at both scales, the max-pool's ties, the whole encoder and its params."""
+"""conv_impl='patches' and 'winograd' compute ResNet18 as XLA's own ops do, to
+float rounding: every layer shape at both scales, odd maps, the max-pool's
+ties, the whole encoder's outputs and gradients, and its params."""
 
 import functools
 
@@ -11,21 +12,8 @@ import pytest
 
 from cierec_jax.models import conv_ops
 from cierec_jax.models import resnet
+from cierec_jax.models import winograd
 from tests import model_helpers
-
-
-def resnet18_layers(image_size: int, width: int):
-  """(name, input [H, C], kernel, stride, padding, filters) of every distinct convolution."""
-  layers = [('stem', image_size, 3, 7, 2, 3, width)]
-  h = image_size // 4
-  for stage in range(4):
-    c = width * 2**stage
-    if stage:
-      layers += [(f'stage{stage} 3x3/2', h, c // 2, 3, 2, 1, c),
-                 (f'stage{stage} 1x1/2', h, c // 2, 1, 2, 'SAME', c)]
-      h //= 2
-    layers.append((f'stage{stage} 3x3', h, c, 3, 1, 1, c))
-  return layers
 
 
 def conv_outputs(conv, x, w, stride, padding):
@@ -42,13 +30,14 @@ def assert_close(a, b, err_msg=''):
   np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale, err_msg=err_msg)
 
 
-@pytest.mark.parametrize('image_size,width,batch,every_layer_as_patches', [
-    (32, 16, 3, False), (224, 64, 1, False),
-    (32, 16, 3, True)])  # im2col for every map size (7x7/2 stem, 3x3/2, cropped taps)
-def test_convolutions_match_xla(monkeypatch, image_size, width, batch, every_layer_as_patches):
-  if every_layer_as_patches:
+@pytest.mark.parametrize('image_size,width,batch,impl', [
+    (32, 16, 3, 'patches'), (224, 64, 1, 'patches'),
+    (32, 16, 3, 'every layer as patches'),  # im2col for every map size (7x7/2 stem, 3x3/2, cropped taps)
+    (32, 16, 3, 'winograd'), (224, 64, 1, 'winograd')])  # 224: 56 to 7 (odd) maps
+def test_convolutions_match_xla(monkeypatch, image_size, width, batch, impl):
+  if impl == 'every layer as patches':
     monkeypatch.setattr(conv_ops, 'SMALL_MAP', 10**9)
-  layers = resnet18_layers(image_size, width)
+  layers = resnet.conv_layers(image_size, width)
   rng = np.random.default_rng(0)
   inputs = [(rng.normal(size=(batch, h, h, c)).astype(np.float32),
              (rng.normal(size=(k, k, c, f)) / np.sqrt(k * k * c)).astype(np.float32))
@@ -58,10 +47,59 @@ def test_convolutions_match_xla(monkeypatch, image_size, width, batch, every_lay
     return [conv_outputs(conv, x, w, s, p) for (_, _, _, _, s, p, _), (x, w) in zip(layers, inputs)]
 
   want = jax.jit(run, static_argnums=0)(lax.conv_general_dilated, inputs)
-  got = jax.jit(run, static_argnums=0)(conv_ops.patches_conv, inputs)
+  got = jax.jit(run, static_argnums=0)(conv_ops.conv_function(impl.split()[-1]), inputs)
   for layer, a, b in zip(layers, got, want):
     for name, x, y in zip(('y', 'dx', 'dw'), a, b):
       assert_close(x, y, f'{layer[0]} {name}')
+
+
+@pytest.mark.parametrize('shape,filters', [((2, 4, 4, 3), 5), ((1, 5, 8, 2), 3), ((2, 7, 9, 4), 4)])
+def test_winograd_matches_xla_on_odd_and_rectangular_maps(shape, filters):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=shape).astype(np.float32)
+  w = (rng.normal(size=(3, 3, shape[-1], filters)) / 3).astype(np.float32)
+  conv = lambda x, w, *args, **kwargs: winograd.conv3x3(x, w)
+  want = jax.jit(conv_outputs, static_argnums=(0, 3, 4))(lax.conv_general_dilated, x, w, 1, 1)
+  got = jax.jit(conv_outputs, static_argnums=(0, 3, 4))(conv, x, w, 1, 1)
+  for name, a, b in zip(('y', 'dx', 'dw'), got, want):
+    assert_close(a, b, name)
+
+
+def test_chunked_im2col_matches_xla_chunk_by_chunk(monkeypatch):
+  monkeypatch.setattr(conv_ops, 'CHUNK_ROWS', 250)  # 100 output rows per image: 3 chunks of 2
+  assert conv_ops._chunks(6, 100) == 2 and conv_ops._chunks(7, 100) == 1
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(6, 20, 20, 3)).astype(np.float32)
+  w = (rng.normal(size=(7, 7, 3, 5)) / 10).astype(np.float32)
+  chunked = lambda x, w, strides, pads, **kwargs: conv_ops._chunked_im2col_conv(
+      x, w, strides, tuple(map(tuple, pads)))
+  want = jax.jit(conv_outputs, static_argnums=(0, 3, 4))(lax.conv_general_dilated, x, w, 2, 3)
+  got = jax.jit(conv_outputs, static_argnums=(0, 3, 4))(chunked, x, w, 2, 3)
+  for name, a, b in zip(('y', 'dx', 'dw'), got, want):
+    assert_close(a, b, name)
+
+
+def test_resnet18_outputs_and_gradients_match_xla():
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(4, 32, 32, 3)), jnp.float32)
+  ct = jnp.asarray(rng.normal(size=(4, 32)), jnp.float32)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def step(impl, x, ct):
+    model = resnet.ResNet18(64, 32, conv_impl=impl)  # winograd from 64 channels
+    variables = model.init(jax.random.key(0), x, train=True)
+
+    def loss(params):
+      y, new = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
+      return jnp.vdot(y, ct), (y, new)
+    return jax.grad(loss, has_aux=True)(variables['params'])
+
+  want = step('xla', x, ct)
+  for impl in ('patches', 'winograd'):
+    got = step(impl, x, ct)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got), jax.tree.leaves(want)):
+      assert_close(a, b, f'{impl} {jax.tree_util.keystr(path[0])}')
 
 
 @pytest.mark.parametrize('shape', [(3, 16, 16, 16), (1, 112, 112, 64), (2, 7, 9, 3)])
@@ -85,8 +123,8 @@ def test_max_pool_matches_xla_including_ties(shape):
 def test_resnet18_params_do_not_depend_on_conv_impl_and_patches_reach_every_layer():
   x = jnp.zeros((2, 32, 32, 3), jnp.float32)
   trees, ops = {}, {}
-  for impl in ('xla', 'patches'):
-    model = resnet.ResNet18(16, 32, conv_impl=impl)
+  for impl in ('xla', 'patches', 'winograd'):
+    model = resnet.ResNet18(64, 32, conv_impl=impl)
     variables = jax.eval_shape(lambda k, m=model: m.init(k, x, train=True), jax.random.key(0))
     trees[impl] = jax.tree.map(lambda v: (v.shape, v.dtype), variables)
 
@@ -97,15 +135,19 @@ def test_resnet18_params_do_not_depend_on_conv_impl_and_patches_reach_every_laye
       return jax.grad(loss)(v['params'])
     jaxpr = str(jax.make_jaxpr(grads)(variables))  # traced, not compiled
     ops[impl] = {op: jaxpr.count(op) for op in ('conv_general_dilated', 'reduce_window_max', 'dot_general')}
-  assert trees['xla'] == trees['patches']  # the names and shapes pretrained weights load by
+  assert trees['xla'] == trees['patches'] == trees['winograd']  # the names and shapes pretrained weights load by
   # xla: 20 convolutions forward, one max-pool; patches: 1x1 and <4x4 maps as matmuls, own pool
   assert ops['xla']['reduce_window_max'] == 1 and ops['patches']['reduce_window_max'] == 0
   assert ops['patches']['dot_general'] > ops['xla']['dot_general']
   assert ops['patches']['conv_general_dilated'] < ops['xla']['conv_general_dilated']
+  # winograd: also the 3x3 stride-1 convolutions of the 8x8 and 4x4 stages (64 and 128
+  # channels, 7 of them), forward and backward, as batched matmuls
+  assert ops['winograd']['conv_general_dilated'] < ops['patches']['conv_general_dilated']
+  assert ops['winograd']['dot_general'] >= ops['patches']['dot_general'] + 7 * 3
 
 
-def test_auto_picks_patches_on_cpu_and_bad_values_are_refused():
-  assert conv_ops.resolve('auto') == 'patches'  # tests run on CPU
+def test_auto_picks_winograd_on_cpu_and_bad_values_are_refused():
+  assert conv_ops.resolve('auto') == 'winograd'  # tests run on CPU
   with pytest.raises(ValueError, match=r"model.conv_impl='cudnn'"):
     model_helpers.make(conv_impl='cudnn')
   assert conv_ops.conv_function('xla') is None  # flax's nn.Conv calls lax.conv_general_dilated

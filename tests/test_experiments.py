@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from cierec_jax.models import resnet
 from configs import allrecipes
 from configs import cds
 from configs import default
@@ -266,3 +267,23 @@ def test_bench_sparse_update_forms_end_where_dense_ends():
                                   'rows, dense apply']
   assert all(float(r[2]) == 0.0 for r in rows), rows  # every form makes the same update
   assert all(float(r[1].replace(',', '')) > 0 for r in rows)
+
+
+def test_bench_conv_times_every_layer_and_step_variant_with_forms_that_agree():
+  out = subprocess.run([sys.executable, '-m', 'experiments.bench_conv', '--image_size=32',
+                        '--width=64', '--batch=2', '--rounds=1'], cwd=ROOT,
+                       capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [[c.strip() for c in l.strip('|').split('|')] for l in out.stdout.splitlines()
+          if l.startswith('| ') and not l.startswith('| layer') and not l.startswith('| CIERec')]
+  layers = [r for r in rows if len(r) == 7]
+  assert [r[0] for r in layers] == [l[0] for l in resnet.conv_layers(32, 64)]
+  assert all(float(v) > 0 for r in layers for v in r[2:5]), layers
+  assert all(float(v) < 1e-4 for r in layers for v in r[5:]), layers  # the same convolutions
+  steps = {r[0]: float(r[1]) for r in rows if len(r) == 2}
+  assert set(steps) == {'patches', 'winograd', 'winograd without Winograd',
+                        'winograd without strided im2col', 'winograd without the chunked stem'}
+  assert all(v > 0 for v in steps.values())
+  bad = subprocess.run([sys.executable, '-m', 'experiments.bench_conv', '--parts=speed'], cwd=ROOT,
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and '--parts=speed: expected layers and/or step' in bad.stderr + bad.stdout

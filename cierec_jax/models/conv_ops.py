@@ -1,11 +1,15 @@
 """ResNet18's convolutions and max-pool in forms XLA CPU runs well (`model.conv_impl`).
 
-Same parameters and same results as `lax.conv_general_dilated` / `nn.max_pool`
-(tests check forward and gradients for every layer shape of ResNet18), only
-faster on CPU, where XLA's native convolution is slow on small maps (a 2x2 or
-1x1 map costs as much as an 8x8 one) and the max-pool's gradient is a
-select-and-scatter that costs more than the forward of the whole stage. GPUs
-and TPUs keep XLA's own ops: 'auto' picks 'patches' on CPU only.
+Same parameters and the same results up to float rounding as
+`lax.conv_general_dilated` / `nn.max_pool` (tests check forward and gradients
+for every layer shape of ResNet18 to 1e-4), only faster on CPU, where XLA's
+native convolution is slow on small maps (a 2x2 or 1x1 map costs as much as an
+8x8 one) and in the weight gradient of large ones, and the max-pool's gradient
+is a select-and-scatter that costs more than the forward of the whole stage.
+'patches' runs 1x1 kernels and small maps as im2col matmuls and the max-pool
+as elementwise ops; 'winograd' adds Winograd's F(2x2, 3x3) for the other 3x3
+stride-1 convolutions (models/winograd.py). GPUs and TPUs keep XLA's own ops:
+'auto' picks 'winograd' on CPU only.
 """
 
 import functools
@@ -16,30 +20,46 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-CONV_IMPLS = ('auto', 'xla', 'patches')
+from cierec_jax.models import winograd
+
+CONV_IMPLS = ('auto', 'xla', 'patches', 'winograd')
 # Below this many output positions, one im2col matmul beats XLA CPU's convolution
 # (measured per ResNet18 layer: 2x2 and 1x1 maps 3-10x faster, 4x4 and larger slower).
 SMALL_MAP = 16
+# Winograd's 16 matmuls have C as their depth. Measured in the whole CIERec(MF)
+# step: at 64-512 channels (224x224, width 64) it is the largest single gain; at
+# 16 and 32 (32x32, width 16) the step is no faster (or a few % slower), though
+# each layer alone is 1.2-1.4x faster.
+WINOGRAD_MIN_CHANNELS = 64
+# From this many output positions per image, kernels larger than 3x3 (the 7x7/2
+# stem) go by im2col one chunk of images at a time: 0.50 s against XLA's 0.80 s
+# at 112x112 outputs (64 images); XLA's own is faster at 16x16 (27 against 38 ms).
+LARGE_MAP = 56 * 56
+# Stride-2 3x3 by im2col from 7x7 outputs: faster at 7x7 to 28x28 (224x224);
+# at 4x4 (32x32's stage 2) faster alone (2.0 against 3.3 ms) but not in the step.
+STRIDED_MIN_MAP = 7 * 7
+CHUNK_ROWS = 32768  # im2col rows per chunk: a few MB that are reused, not fresh pages
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def resolve(conv_impl: str) -> str:
-  """'auto' -> 'patches' on CPU, 'xla' on GPU/TPU."""
+  """'auto' -> 'winograd' on CPU, 'xla' on GPU/TPU."""
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'model.conv_impl={conv_impl!r}: expected one of {CONV_IMPLS}')
   if conv_impl == 'auto':
-    return 'patches' if jax.default_backend() == 'cpu' else 'xla'
+    return 'winograd' if jax.default_backend() == 'cpu' else 'xla'
   return conv_impl
 
 
 def conv_function(conv_impl: str):
   """The `conv_general_dilated` that nn.Conv should call (None: lax's own)."""
-  return patches_conv if resolve(conv_impl) == 'patches' else None
+  impl = resolve(conv_impl)
+  return None if impl == 'xla' else functools.partial(cpu_conv, use_winograd=impl == 'winograd')
 
 
 def max_pool_function(conv_impl: str):
   """ResNet's 3x3/2 max-pool with padding 1: x [N, H, W, C] -> [N, ceil(H/2), ceil(W/2), C]."""
-  if resolve(conv_impl) == 'patches':
+  if resolve(conv_impl) != 'xla':
     return max_pool_3x3s2
   return functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2),
                            padding=((1, 1), (1, 1)))
@@ -68,14 +88,24 @@ def _im2col(x, kh: int, kw: int, strides, pads):
   return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
 
 
-def patches_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                 dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+             dimension_numbers=None, feature_group_count=1, precision=None, *,
+             use_winograd: bool = False, **kwargs):
   """`lax.conv_general_dilated` for NHWC/HWIO convolutions, computed as one
   matmul over im2col patches when the output map is small or the kernel 1x1.
+  With `use_winograd`, 3x3 kernels of stride 1 and padding 1 on larger maps
+  with at least WINOGRAD_MIN_CHANNELS inputs go by Winograd's F(2x2, 3x3);
+  the other 3x3 kernels (ResNet18's stride-2 stage entries) from STRIDED_MIN_MAP
+  outputs by im2col (XLA CPU's strided convolution needs transposed copies of
+  its input and output gradient for the weight gradient: 1.2x to 1.8x per
+  layer at 224x224); and larger kernels on large maps (the 224x224 stem) by
+  im2col in chunks. Each threshold was measured in the whole step, not only
+  per layer: at 32x32 each of these forms is faster per layer and none makes
+  the step faster, so there 'winograd' computes exactly as 'patches'.
 
   Taps that only ever see padding are dropped first (their gradient is zero
-  either way). Larger maps, dilations and groups go to XLA's convolution,
-  which is already fast there.
+  either way). Other strides, kernels, dilations and groups go to XLA's
+  convolution.
   """
   plain = (lhs.ndim == 4 and feature_group_count == 1 and not kwargs
            and all(d in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
@@ -91,12 +121,69 @@ def patches_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
         _crop_taps(s, k, st, lo, o)
         for s, k, st, (lo, _), o in zip(lhs.shape[1:3], (kh, kw), window_strides, padding, outs))
     kernel = rhs[i0:i1, j0:j1]
-    if kernel.shape[:2] == (1, 1) or np.prod(outs) < SMALL_MAP:
+    small = np.prod(outs) < SMALL_MAP
+    if (use_winograd and not small and kernel.shape[:2] == (3, 3)
+        and lhs.shape[-1] >= WINOGRAD_MIN_CHANNELS
+        and tuple(window_strides) == (1, 1) and tuple(map(tuple, padding)) == ((1, 1), (1, 1))):
+      return winograd.conv3x3(lhs, kernel)
+    if use_winograd and max(kernel.shape[:2]) > 3 and np.prod(outs) >= LARGE_MAP:
+      return _chunked_im2col_conv(lhs, kernel, tuple(window_strides), (ph, pw))
+    strided_3x3 = kernel.shape[:2] == (3, 3) and tuple(window_strides) != (1, 1)
+    if (kernel.shape[:2] == (1, 1) or small
+        or (use_winograd and strided_3x3 and np.prod(outs) >= STRIDED_MIN_MAP)):
       cols = _im2col(lhs, i1 - i0, j1 - j0, window_strides, (ph, pw))
       return jnp.dot(cols, kernel.reshape(-1, kernel.shape[-1]), precision=precision)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                   dimension_numbers, feature_group_count, precision=precision,
                                   **kwargs)
+
+
+def _chunks(n: int, rows_per_image: int) -> int:
+  """Images per chunk: the largest divisor of n within CHUNK_ROWS rows (at least 1)."""
+  return max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * rows_per_image <= CHUNK_ROWS))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _chunked_im2col_conv(x, w, strides, pads):
+  """x: [N, H, W, C], w: [kh, kw, C, D] -> [N, Ho, Wo, D], one im2col matmul per
+  chunk of images, so the patch matrix never exists whole (a 472 MB one for
+  the 224x224 stem costs as much to write as XLA's convolution takes)."""
+  return _chunked_forward(x, w, strides, pads)[0]
+
+
+def _by_chunks(x, rows_per_image: int):
+  n = x.shape[0]
+  c = _chunks(n, rows_per_image)
+  return x.reshape(n // c, c, *x.shape[1:])
+
+
+def _chunked_forward(x, w, strides, pads):
+  cols = lambda xc: _im2col(xc, *w.shape[:2], strides, pads)
+  out = jax.eval_shape(cols, x[:1]).shape
+  y = lax.map(lambda xc: jnp.dot(cols(xc), w.reshape(-1, w.shape[-1])),
+              _by_chunks(x, out[1] * out[2]))
+  return y.reshape(x.shape[0], *y.shape[2:]), (x, w)
+
+
+def _chunked_backward(strides, pads, res, dy):
+  x, w = res
+  cols = lambda xc: _im2col(xc, *w.shape[:2], strides, pads)
+  xs, dys = _by_chunks(x, dy.shape[1] * dy.shape[2]), _by_chunks(dy, dy.shape[1] * dy.shape[2])
+  wm = w.reshape(-1, w.shape[-1])
+
+  def add_chunk(dw, chunk):
+    xc, dyc = chunk
+    return dw + jnp.einsum('nhwk,nhwd->kd', cols(xc), dyc), None
+  dw, _ = lax.scan(add_chunk, jnp.zeros_like(wm), (xs, dys))
+
+  def input_gradient(chunk):  # a loop of its own: XLA drops it when x needs no gradient
+    xc, dyc = chunk
+    return jax.vjp(cols, xc)[1](jnp.dot(dyc, wm.T))[0]
+  dx = lax.map(input_gradient, (xs, dys))
+  return dx.reshape(x.shape), dw.reshape(w.shape)
+
+
+_chunked_im2col_conv.defvjp(_chunked_forward, _chunked_backward)
 
 
 # -- max-pool ------------------------------------------------------------------

@@ -39,7 +39,8 @@ class ResNet18(nn.Module):
   the last feature map (VECF's regions); the parameters are the same, and
   as the projection is affine, their mean over cells is the pooled output.
   `conv_impl` (conv_ops.CONV_IMPLS) only chooses how the same convolutions and
-  max-pool are computed: the parameters and results do not depend on it.
+  max-pool are computed: the parameters do not depend on it, the results
+  only by float rounding.
   """
   width: int = 64
   out_dim: int = 512
@@ -67,6 +68,21 @@ class ResNet18(nn.Module):
     if x.shape[-1] != self.out_dim:
       x = nn.Dense(self.out_dim, name='project')(x)
     return x
+
+
+def conv_layers(image_size: int, width: int) -> list:
+  """(name, input size H = W, input channels, kernel, stride, padding, filters)
+  of every distinct convolution of ResNet18 on image_size x image_size inputs."""
+  layers = [('stem', image_size, 3, 7, 2, 3, width)]
+  h = image_size // 4
+  for stage in range(4):
+    c = width * 2**stage
+    if stage:
+      layers += [(f'stage{stage} 3x3/2', h, c // 2, 3, 2, 1, c),
+                 (f'stage{stage} 1x1/2', h, c // 2, 1, 2, 'SAME', c)]
+      h //= 2
+    layers.append((f'stage{stage} 3x3', h, c, 3, 1, 1, c))
+  return layers
 
 
 class FeatureEncoder(nn.Module):

@@ -29,7 +29,7 @@ class ModelSpec:
   feature_dim: int
   encoder: str | None  # 'resnet18' | 'features' | None (no content encoder)
   encoder_width: int
-  conv_impl: str  # how the encoder computes (models/conv_ops.py); never changes results
+  conv_impl: str  # how the encoder computes (models/conv_ops.py); results differ by rounding only
   gate_activation: str
   gr_actions: tuple
   uses_q: bool = False
