@@ -66,7 +66,7 @@ def main(_):
             flush=True)
   size, width = int(c.dataset.image_size), int(c.model.encoder_width)
   print(f'\nParameters at the default config ({size}x{size} images, encoder width {width}, '
-        f"{DIMS['num_users']} users, {DIMS['num_items']} items, {DIMS['num_elements']} elements):")
+        f"{yardstick.DIMS['num_users']} users, {yardstick.DIMS['num_items']} items, {yardstick.DIMS['num_elements']} elements):")
   print('| model.name | params | of which encoder |')
   print('|---|---|---|')
   b = yardstick.example_batch(size, 2)

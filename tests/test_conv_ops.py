@@ -79,6 +79,7 @@ def test_chunked_im2col_matches_xla_chunk_by_chunk(monkeypatch):
     assert_close(a, b, name)
 
 
+@pytest.mark.slow  # three ResNet18 compiles at width 64: ~45 s
 def test_resnet18_outputs_and_gradients_match_xla():
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(4, 32, 32, 3)), jnp.float32)
