@@ -2,6 +2,7 @@
 
   python -m experiments.bench_conv [--image_size=32 --width=16 --batch=256] [--rounds=5]
   python -m experiments.bench_conv --image_size=224 --width=64 --batch=32 --rounds=3
+  python -m experiments.bench_conv --parts=step --steps=patches,winograd
 
 Layers: forward + backward (y, and the gradients of x and w; the stem's input
 needs none in training, so none is taken) of every distinct convolution of
@@ -35,6 +36,7 @@ _WIDTH = flags.DEFINE_integer('width', 16, 'ResNet18 width (stage-1 channels).')
 _BATCH = flags.DEFINE_integer('batch', 256, 'Triples per batch (2 images each).')
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Alternating rounds; medians are reported.')
 _PARTS = flags.DEFINE_list('parts', ['layers', 'step'], 'What to measure: layers, step.')
+_STEPS = flags.DEFINE_list('steps', [], 'Step variants to time (empty: all of them).')
 
 _IMPLS = ('xla', 'patches', 'winograd')
 _WITHOUT = {  # conv_ops threshold that switches one of winograd's choices off
@@ -89,9 +91,12 @@ def layer_rows(image_size: int, width: int, images: int, rounds: int) -> list:
   return rows
 
 
-def step_variants(image_size: int, width: int, batch: int, rounds: int) -> dict:
+STEP_VARIANTS = ('patches', 'winograd', *_WITHOUT)
+
+
+def step_variants(image_size: int, width: int, batch: int, rounds: int, names) -> dict:
   fns, args = {}, {}
-  for name in ('patches', 'winograd', *_WITHOUT):
+  for name in names:
     constant, value = _WITHOUT.get(name, (None, None))
     saved = constant and getattr(conv_ops, constant)
     if constant:
@@ -115,6 +120,8 @@ def main(_):
       raise app.UsageError(f'--{name}={flag.value}: expected 1 or more')
   if set(_PARTS.value) - {'layers', 'step'}:
     raise app.UsageError(f'--parts={",".join(_PARTS.value)}: expected layers and/or step')
+  if set(_STEPS.value) - set(STEP_VARIANTS):
+    raise app.UsageError(f'--steps={",".join(_STEPS.value)}: expected some of {",".join(STEP_VARIANTS)}')
   size, width, batch, rounds = _IMAGE_SIZE.value, _WIDTH.value, _BATCH.value, _ROUNDS.value
   print(yardstick.device_line())
   print(f'{size}x{size} images, width {width}, {2 * batch} images per batch, '
@@ -128,7 +135,7 @@ def main(_):
             + ' | ' + ' | '.join(f'{diff[i]:.1e}' for i in _IMPLS[1:]) + ' |', flush=True)
   if 'step' in _PARTS.value:
     print('\n| CIERec(MF) forward+backward | ms |\n|---|---|')
-    for name, seconds in step_variants(size, width, batch, rounds).items():
+    for name, seconds in step_variants(size, width, batch, rounds, _STEPS.value or STEP_VARIANTS).items():
       print(f'| {name} | {seconds * 1e3:.1f} |', flush=True)
 
 

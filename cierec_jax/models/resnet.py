@@ -74,13 +74,14 @@ def conv_layers(image_size: int, width: int) -> list:
   """(name, input size H = W, input channels, kernel, stride, padding, filters)
   of every distinct convolution of ResNet18 on image_size x image_size inputs."""
   layers = [('stem', image_size, 3, 7, 2, 3, width)]
-  h = image_size // 4
+  half = lambda n: -(-n // 2)  # every stride-2 layer here (stem, pool, stage entries)
+  h = half(half(image_size))
   for stage in range(4):
     c = width * 2**stage
     if stage:
       layers += [(f'stage{stage} 3x3/2', h, c // 2, 3, 2, 1, c),
                  (f'stage{stage} 1x1/2', h, c // 2, 1, 2, 'SAME', c)]
-      h //= 2
+      h = half(h)
     layers.append((f'stage{stage} 3x3', h, c, 3, 1, 1, c))
   return layers
 
