@@ -147,6 +147,23 @@ def test_resnet18_params_do_not_depend_on_conv_impl_and_patches_reach_every_laye
   assert ops['winograd']['dot_general'] >= ops['patches']['dot_general'] + 7 * 3
 
 
+def test_winograd_is_patches_program_at_the_default_width():
+  """At 32x32 and width 16 none of winograd's forms pays off in the whole step
+  (README, Speed), so its thresholds must leave exactly patches' program."""
+  x = jnp.zeros((2, 32, 32, 3), jnp.float32)
+
+  def jaxpr(impl, width):
+    model = resnet.ResNet18(width, 32, conv_impl=impl)
+    variables = jax.eval_shape(lambda k: model.init(k, x, train=True), jax.random.key(0))
+
+    def grads(v):
+      loss = lambda p: jnp.sum(model.apply({**v, 'params': p}, x, train=True, mutable=['batch_stats'])[0])
+      return jax.grad(loss)(v['params'])
+    return str(jax.make_jaxpr(grads)(variables))
+  assert jaxpr('winograd', 16) == jaxpr('patches', 16)
+  assert jaxpr('winograd', 64) != jaxpr('patches', 64)
+
+
 def test_auto_picks_winograd_on_cpu_and_bad_values_are_refused():
   assert conv_ops.resolve('auto') == 'winograd'  # tests run on CPU
   with pytest.raises(ValueError, match=r"model.conv_impl='cudnn'"):
