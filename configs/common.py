@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   # synthetic world's pretrained encoder, python -m cierec_jax.pretrain, made on demand).
   c.model.encoder_init = ''
   c.model.freeze_encoder = False  # resnet18 only: keep the encoder's weights and BatchNorm statistics fixed
-  # How ResNet18 computes its convolutions and max-pool (same params, same results):
+  # How ResNet18 computes its convolutions and max-pool (same params; results equal up to float rounding):
   # auto (winograd on CPU, XLA's own ops on GPU/TPU) | xla | patches | winograd (models/conv_ops.py)
   c.model.conv_impl = 'auto'
   c.model.gate_activation = 'sigmoid'  # sigmoid | identity
