@@ -1,6 +1,6 @@
 """Model speed: parameters, forward and forward+backward time, images/s.
 
-  python -m experiments.bench_model [--conv_impls=xla,auto] [--repeats=3]
+  python -m experiments.bench_model [--conv_impls=xla,auto] [--repeats=3] [--scales=default,paper]
 
 For the default config (CIERec(MF), its image size and encoder width) and for
 224x224 images with encoder width 64, next to a plain ResNet18 train step,
@@ -24,6 +24,8 @@ from experiments import yardstick
 _BATCH = flags.DEFINE_integer('batch', 0, 'Triples per batch (0: config, or 32 at 224x224).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement.')
 _CONV_IMPLS = flags.DEFINE_list('conv_impls', ['xla', 'auto'], 'model.conv_impl values to measure.')
+_SCALES = flags.DEFINE_list('scales', ['default', 'paper'],
+                            'default: the default config; paper: 224x224, width 64.')
 
 
 def param_counts(model, batch: dict) -> tuple:
@@ -50,23 +52,26 @@ def measure(image_size: int, width: int, batch: int, repeats: int, conv_impl: st
 
 def main(_):
   logging.set_verbosity(logging.WARNING)
+  if not _SCALES.value or set(_SCALES.value) - {'default', 'paper'}:
+    raise app.UsageError(f'--scales={",".join(_SCALES.value)}: expected default and/or paper')
   c = default.get_config()
   print(f'device: {yardstick.device_line()}')
   print('| setting | conv_impl | params | batch (triples) | forward s/batch | fwd+bwd s/batch | '
         'fwd+bwd images/s | plain ResNet18 train images/s |')
   print('|---|---|---|---|---|---|---|---|')
-  for name, size, width, batch in (('default config', int(c.dataset.image_size), int(c.model.encoder_width),
-                                    _BATCH.value or int(c.train.batch_size)),
-                                   ('paper scale', 224, 64, _BATCH.value or 32)):
+  scales = {'default': ('default config', int(c.dataset.image_size), int(c.model.encoder_width),
+                        _BATCH.value or int(c.train.batch_size)),
+            'paper': ('paper scale', 224, 64, _BATCH.value or 32)}
+  for name, size, width, batch in (scales[s] for s in _SCALES.value):
     for impl in _CONV_IMPLS.value:
       m = measure(size, width, batch, _REPEATS.value, impl)
       plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value, impl)
       print(f"| {name} ({size}x{size}, width {width}) | {impl} | {m['params']:,} | {batch} | "
             f"{m['forward_s']:.4f} | {m['fwd_bwd_s']:.4f} | {m['images_per_s']:,.0f} | {plain:,.0f} |",
             flush=True)
-  size, width = int(c.dataset.image_size), int(c.model.encoder_width)
+  size, width, dims = int(c.dataset.image_size), int(c.model.encoder_width), yardstick.DIMS
   print(f'\nParameters at the default config ({size}x{size} images, encoder width {width}, '
-        f"{yardstick.DIMS['num_users']} users, {yardstick.DIMS['num_items']} items, {yardstick.DIMS['num_elements']} elements):")
+        f"{dims['num_users']} users, {dims['num_items']} items, {dims['num_elements']} elements):")
   print('| model.name | params | of which encoder |')
   print('|---|---|---|')
   b = yardstick.example_batch(size, 2)
@@ -75,7 +80,7 @@ def main(_):
   c.model.encoder_init = ''
   for name in registry.names():
     c.model.name = name
-    total, encoder = param_counts(registry.create(c.model, **yardstick.DIMS), b)
+    total, encoder = param_counts(registry.create(c.model, **dims), b)
     print(f'| {name} | {total:,} | {encoder:,} |', flush=True)
 
 

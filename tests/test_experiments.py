@@ -269,6 +269,24 @@ def test_bench_sparse_update_forms_end_where_dense_ends():
   assert all(float(r[1].replace(',', '')) > 0 for r in rows)
 
 
+def test_bench_model_times_the_step_and_counts_every_models_parameters():
+  out = subprocess.run([sys.executable, '-m', 'experiments.bench_model', '--scales=default',
+                        '--conv_impls=auto', '--batch=2', '--repeats=1'], cwd=ROOT,
+                       capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [[c.strip() for c in l.strip('|').split('|')] for l in out.stdout.splitlines()
+          if l.startswith('| ') and not l.startswith('| setting') and not l.startswith('| model.name')]
+  steps = [r for r in rows if len(r) == 8]
+  assert [r[:4] for r in steps] == [['default config (32x32, width 16)', 'auto', '1,634,589', '2']]
+  assert all(float(v.replace(',', '')) > 0 for v in steps[0][4:]), steps
+  counts = {r[0]: r[1] for r in rows if len(r) == 3}
+  assert counts['cierec'] == '1,634,589' and counts['mf'] == '130,001'  # README's table
+  assert len(counts) == 12, counts
+  bad = subprocess.run([sys.executable, '-m', 'experiments.bench_model', '--scales=huge'], cwd=ROOT,
+                       capture_output=True, text=True)
+  assert bad.returncode != 0 and '--scales=huge: expected default and/or paper' in bad.stderr
+
+
 def test_bench_conv_times_every_layer_and_step_variant_with_forms_that_agree():
   # 16x16 at width 64: every form's branch is taken somewhere (Winograd on 4x4 maps,
   # im2col on the 1x1 and 2x2 ones), at a fraction of 32x32's compile time
