@@ -92,11 +92,13 @@ DIMS = dict(num_users=800, num_items=1200, num_elements=25, modality='image', ha
 
 def example_batch(image_size: int, batch: int) -> dict:
   rng = np.random.default_rng(0)
-  b = {'user': rng.integers(0, 800, batch), 'pos': rng.integers(0, 1200, batch),
-       'neg': rng.integers(0, 1200, batch),
+  users, items, elements = DIMS['num_users'], DIMS['num_items'], DIMS['num_elements']
+  b = {'user': rng.integers(0, users, batch), 'pos': rng.integers(0, items, batch),
+       'neg': rng.integers(0, items, batch),
        'pos_content': rng.normal(size=(batch, image_size, image_size, 3)).astype(np.float32),
        'neg_content': rng.normal(size=(batch, image_size, image_size, 3)).astype(np.float32),
-       'pos_elements': rng.integers(1, 25, (batch, 3)), 'neg_elements': rng.integers(1, 25, (batch, 3)),
+       'pos_elements': rng.integers(1, elements, (batch, 3)),
+       'neg_elements': rng.integers(1, elements, (batch, 3)),
        'pos_lengths': np.full(batch, 3), 'neg_lengths': np.full(batch, 3),
        'weight': np.ones(batch, np.float32)}
   return {k: jnp.asarray(v, jnp.float32 if v.dtype.kind == 'f' else jnp.int32) for k, v in b.items()}

@@ -103,6 +103,18 @@ def test_resnet18_outputs_and_gradients_match_xla():
       assert_close(a, b, f'{impl} {jax.tree_util.keystr(path[0])}')
 
 
+def grad_jaxpr(model, x) -> str:
+  """The program of the parameter gradients of sum(model(x)), traced, not compiled."""
+  variables = jax.eval_shape(lambda k: model.init(k, x, train=True), jax.random.key(0))
+
+  def grads(v):
+    def loss(params):
+      y, _ = model.apply({**v, 'params': params}, x, train=True, mutable=['batch_stats'])
+      return jnp.sum(y)
+    return jax.grad(loss)(v['params'])
+  return str(jax.make_jaxpr(grads)(variables))
+
+
 @pytest.mark.parametrize('shape', [(3, 16, 16, 16), (1, 112, 112, 64), (2, 7, 9, 3)])
 def test_max_pool_matches_xla_including_ties(shape):
   rng = np.random.default_rng(1)
@@ -128,13 +140,7 @@ def test_resnet18_params_do_not_depend_on_conv_impl_and_patches_reach_every_laye
     model = resnet.ResNet18(64, 32, conv_impl=impl)
     variables = jax.eval_shape(lambda k, m=model: m.init(k, x, train=True), jax.random.key(0))
     trees[impl] = jax.tree.map(lambda v: (v.shape, v.dtype), variables)
-
-    def grads(v, m=model):
-      def loss(params):
-        y, _ = m.apply({**v, 'params': params}, x, train=True, mutable=['batch_stats'])
-        return jnp.sum(y)
-      return jax.grad(loss)(v['params'])
-    jaxpr = str(jax.make_jaxpr(grads)(variables))  # traced, not compiled
+    jaxpr = grad_jaxpr(model, x)
     ops[impl] = {op: jaxpr.count(op) for op in ('conv_general_dilated', 'reduce_window_max', 'dot_general')}
   assert trees['xla'] == trees['patches'] == trees['winograd']  # the names and shapes pretrained weights load by
   # xla: 20 convolutions forward, one max-pool; patches: 1x1 and <4x4 maps as matmuls, own pool
@@ -151,15 +157,7 @@ def test_winograd_is_patches_program_at_the_default_width():
   """At 32x32 and width 16 none of winograd's forms pays off in the whole step
   (README, Speed), so its thresholds must leave exactly patches' program."""
   x = jnp.zeros((2, 32, 32, 3), jnp.float32)
-
-  def jaxpr(impl, width):
-    model = resnet.ResNet18(width, 32, conv_impl=impl)
-    variables = jax.eval_shape(lambda k: model.init(k, x, train=True), jax.random.key(0))
-
-    def grads(v):
-      loss = lambda p: jnp.sum(model.apply({**v, 'params': p}, x, train=True, mutable=['batch_stats'])[0])
-      return jax.grad(loss)(v['params'])
-    return str(jax.make_jaxpr(grads)(variables))
+  jaxpr = lambda impl, width: grad_jaxpr(resnet.ResNet18(width, 32, conv_impl=impl), x)
   assert jaxpr('winograd', 16) == jaxpr('patches', 16)
   assert jaxpr('winograd', 64) != jaxpr('patches', 64)
 

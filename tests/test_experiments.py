@@ -24,10 +24,22 @@ TINY = ['--config=configs/default.py', '--config.dataset.num_users=40', '--confi
         '--config.model.encoder_init=']  # random init: no pretraining in these smoke runs
 
 
+def _module(script, *args):
+  """Runs `python -m experiments.<script> args` in the repository root."""
+  return subprocess.run([sys.executable, '-m', f'experiments.{script}', *args], cwd=ROOT,
+                        capture_output=True, text=True)
+
+
+def _table_rows(stdout, *headers):
+  """The cells of every markdown table row printed, but header rows (first cell
+  starting with one of headers)."""
+  rows = [[c.strip() for c in l.strip('|').split('|')] for l in stdout.splitlines() if l.startswith('| ')]
+  return [r for r in rows if not r[0].startswith(headers)]
+
+
 def _run(script, workdir, data_dir, *extra):
-  args = [sys.executable, '-m', f'experiments.{script}', '--quick', f'--workdir={workdir}',
-          *TINY, f'--config.dataset.data_dir={data_dir}', *extra]
-  out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  out = _module(script, '--quick', f'--workdir={workdir}', *TINY,
+                f'--config.dataset.data_dir={data_dir}', *extra)
   assert out.returncode == 0, out.stderr[-3000:]
   return out.stdout
 
@@ -242,9 +254,8 @@ def test_rate_cell_shows_one_run_or_the_median_and_range():
 
 def test_bench_train_repeats_a_row_and_reports_the_median(tmp_path):
   tiny = [f'--set={a.removeprefix("--config.")}' for a in TINY[1:]]
-  args = [sys.executable, '-m', 'experiments.bench_train', '--only=^MF, default$', '--epochs=2',
-          '--repeats=2', f'--data_dir={tmp_path}', *tiny]
-  out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+  out = _module('bench_train', '--only=^MF, default$', '--epochs=2', '--repeats=2',
+                f'--data_dir={tmp_path}', *tiny)
   assert out.returncode == 0, out.stderr[-3000:]
   rows = [l for l in out.stdout.splitlines() if l.startswith('| MF, default |')]
   assert len(rows) == 1, out.stdout
@@ -252,17 +263,14 @@ def test_bench_train_repeats_a_row_and_reports_the_median(tmp_path):
   assert re.fullmatch(r'[\d,]+ \([\d,]+-[\d,]+\)', cells[2]), cells  # median (min-max)
   median, lo, hi = (int(v.replace(',', '')) for v in re.findall(r'[\d,]+', cells[2]))
   assert lo <= median <= hi
-  bad = subprocess.run([sys.executable, '-m', 'experiments.bench_train', '--repeats=0'], cwd=ROOT,
-                       capture_output=True, text=True)
+  bad = _module('bench_train', '--repeats=0')
   assert bad.returncode != 0 and '--repeats=0: expected 1 or more' in bad.stderr + bad.stdout
 
 
 def test_bench_sparse_update_forms_end_where_dense_ends():
-  out = subprocess.run([sys.executable, '-m', 'experiments.bench_sparse_update', '--rounds=1',
-                        '--calls=1'], cwd=ROOT, capture_output=True, text=True)
+  out = _module('bench_sparse_update', '--rounds=1', '--calls=1')
   assert out.returncode == 0, out.stderr[-3000:]
-  rows = [[c.strip() for c in l.strip('|').split('|')] for l in out.stdout.splitlines()
-          if l.startswith('| ') and not l.startswith('| Adagrad')]
+  rows = _table_rows(out.stdout, 'Adagrad')
   assert [r[0] for r in rows] == ['dense', 'dense, logging the gradient norm', 'rows in place',
                                   'rows, dense apply']
   assert all(float(r[2]) == 0.0 for r in rows), rows  # every form makes the same update
@@ -270,33 +278,26 @@ def test_bench_sparse_update_forms_end_where_dense_ends():
 
 
 def test_bench_model_times_the_step_and_counts_every_models_parameters():
-  out = subprocess.run([sys.executable, '-m', 'experiments.bench_model', '--scales=default',
-                        '--conv_impls=auto', '--batch=2', '--repeats=1'], cwd=ROOT,
-                       capture_output=True, text=True)
+  out = _module('bench_model', '--scales=default', '--conv_impls=auto', '--batch=2', '--repeats=1')
   assert out.returncode == 0, out.stderr[-3000:]
-  rows = [[c.strip() for c in l.strip('|').split('|')] for l in out.stdout.splitlines()
-          if l.startswith('| ') and not l.startswith('| setting') and not l.startswith('| model.name')]
+  rows = _table_rows(out.stdout, 'setting', 'model.name')
   steps = [r for r in rows if len(r) == 8]
   assert [r[:4] for r in steps] == [['default config (32x32, width 16)', 'auto', '1,634,589', '2']]
   assert all(float(v.replace(',', '')) > 0 for v in steps[0][4:]), steps
   counts = {r[0]: r[1] for r in rows if len(r) == 3}
   assert counts['cierec'] == '1,634,589' and counts['mf'] == '130,001'  # README's table
   assert len(counts) == 12, counts
-  bad = subprocess.run([sys.executable, '-m', 'experiments.bench_model', '--scales=huge'], cwd=ROOT,
-                       capture_output=True, text=True)
+  bad = _module('bench_model', '--scales=huge')
   assert bad.returncode != 0 and '--scales=huge: expected default and/or paper' in bad.stderr
 
 
 def test_bench_conv_times_every_layer_and_step_variant_with_forms_that_agree():
   # 16x16 at width 64: every form's branch is taken somewhere (Winograd on 4x4 maps,
   # im2col on the 1x1 and 2x2 ones), at a fraction of 32x32's compile time
-  out = subprocess.run([sys.executable, '-m', 'experiments.bench_conv', '--image_size=16',
-                        '--width=64', '--batch=2', '--rounds=1',
-                        '--steps=winograd,winograd without Winograd'], cwd=ROOT,
-                       capture_output=True, text=True)
+  out = _module('bench_conv', '--image_size=16', '--width=64', '--batch=2', '--rounds=1',
+                '--steps=winograd,winograd without Winograd')
   assert out.returncode == 0, out.stderr[-3000:]
-  rows = [[c.strip() for c in l.strip('|').split('|')] for l in out.stdout.splitlines()
-          if l.startswith('| ') and not l.startswith('| layer') and not l.startswith('| CIERec')]
+  rows = _table_rows(out.stdout, 'layer', 'CIERec')
   layers = [r for r in rows if len(r) == 7]
   assert [r[0] for r in layers] == [l[0] for l in resnet.conv_layers(16, 64)]
   assert [r[1] for r in layers][-2:] == ['1x1x256', '1x1x512']
@@ -306,9 +307,7 @@ def test_bench_conv_times_every_layer_and_step_variant_with_forms_that_agree():
   steps = {r[0]: float(r[1]) for r in rows if len(r) == 2}
   assert set(steps) == {'winograd', 'winograd without Winograd'}
   assert all(v > 0 for v in steps.values())
-  unknown = subprocess.run([sys.executable, '-m', 'experiments.bench_conv', '--steps=fast'], cwd=ROOT,
-                           capture_output=True, text=True)
+  unknown = _module('bench_conv', '--steps=fast')
   assert unknown.returncode != 0 and '--steps=fast: expected some of patches,winograd' in unknown.stderr
-  bad = subprocess.run([sys.executable, '-m', 'experiments.bench_conv', '--parts=speed'], cwd=ROOT,
-                       capture_output=True, text=True)
+  bad = _module('bench_conv', '--parts=speed')
   assert bad.returncode != 0 and '--parts=speed: expected layers and/or step' in bad.stderr + bad.stdout
