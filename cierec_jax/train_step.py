@@ -27,17 +27,31 @@ class TrainState:
   prev_action: jnp.ndarray
 
 
+# For programs that run once (initialisation): at XLA's default optimisation
+# level ResNet18's initialisers compile in 23 s, at level 0 in 5 s, and run in
+# milliseconds either way. Op by op (no jit) they compile some 300 small
+# programs: 40 s. Values equal the op-by-op ones up to float rounding (6.6e-7).
+RUN_ONCE = {'xla_backend_optimization_level': 0}
+
+
 def create_state(model, tx: optax.GradientTransformation, example_batch, seed: int) -> TrainState:
-  key = jax.random.key(seed)
-  variables = model.init({'params': key, 'dropout': jax.random.fold_in(key, 1)}, example_batch, None,
-                         train=True)
-  params = variables['params']
+  """The initial state, built by one program (RUN_ONCE), or within the
+  caller's when called under a trace (jit takes compiler options only at
+  the top level)."""
   a = len(model.spec.gr_actions)
-  uniform = lambda: jnp.full((2, a), 1.0 / a, jnp.float32)  # distinct buffers: the state is donated
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    policy_state=uniform(), prev_policy_state=uniform(),
-                    prev_action=jnp.zeros((2,), jnp.int32))
+
+  def init(key, example_batch):
+    variables = model.init({'params': key, 'dropout': jax.random.fold_in(key, 1)}, example_batch,
+                           None, train=True)
+    params = variables['params']
+    uniform = lambda: jnp.full((2, a), 1.0 / a, jnp.float32)  # distinct buffers: the state is donated
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                      policy_state=uniform(), prev_policy_state=uniform(),
+                      prev_action=jnp.zeros((2,), jnp.int32))
+  if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(example_batch)):
+    init = jax.jit(init, compiler_options=RUN_ONCE)
+  return init(jax.random.key(seed), example_batch)
 
 
 def bpr(diff):

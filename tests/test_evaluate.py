@@ -6,6 +6,7 @@ import pytest
 
 from cierec_jax import evaluate as eval_lib
 from cierec_jax import train
+from cierec_jax import train_step
 from cierec_jax.data import load
 from cierec_jax.data import sampler as sampler_lib
 from tests import tiny
@@ -13,12 +14,17 @@ from tests import tiny
 pytestmark = pytest.mark.slow  # each compiles a ResNet18 and an evaluation
 
 
+def _initial_variables(model, data):
+  batch = sampler_lib.with_item_inputs(next(iter(sampler_lib.sampler_for(data, 8, 0).batches(0))), data)
+  return jax.jit(lambda b: model.init(jax.random.key(1), b, None, train=True),
+                 compiler_options=train_step.RUN_ONCE)(batch)
+
+
 def test_scoring_every_item_equals_scoring_the_candidates(tmp_path):
   c = tiny.config(str(tmp_path / 'data'))
   data = load.load(c)
   model = train.build_model(c, data)
-  batch = sampler_lib.with_item_inputs(next(iter(sampler_lib.sampler_for(data, 8, 0).batches(0))), data)
-  variables = model.init(jax.random.key(1), batch, None, train=True)
+  variables = _initial_variables(model, data)
   direct = eval_lib.Evaluator(model, data, c.eval)
   every = eval_lib.Evaluator(model, data, c.eval)
   direct.score_all_items, every.score_all_items = False, True
@@ -40,9 +46,12 @@ def test_item_table_encodes_the_normalised_images(tmp_path):
   data = load.load(c)
   model = train.build_model(c, data)
   assert data.items.modality == 'image' and model.spec.encoder is not None
-  batch = sampler_lib.with_item_inputs(next(iter(sampler_lib.sampler_for(data, 8, 0).batches(0))), data)
-  variables = model.init(jax.random.key(1), batch, None, train=True)
-  e = model.apply(variables, data.items.content(np.arange(data.num_items)), False, method='encode')
-  want = model.apply(variables, e, data.item_elements, data.item_lengths, method='item_table')
+  variables = _initial_variables(model, data)
+  @jax.jit
+  def reference_table(variables, content, elements, lengths):
+    e = model.apply(variables, content, False, method='encode')
+    return model.apply(variables, e, elements, lengths, method='item_table')
+  want = reference_table(variables, data.items.content(np.arange(data.num_items)), data.item_elements,
+                         data.item_lengths)
   got = eval_lib.Evaluator(model, data, c.eval).item_table(variables)
   jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6), got, want)

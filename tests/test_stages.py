@@ -85,7 +85,8 @@ def test_init_from_copies_a_trained_mf_exactly_and_refuses_clearly(mf_run, capsy
   stages.init_from(small, mf_dir, small_signature)
   out = capsys.readouterr().out
   assert 'params: copied 3: ' in out
-  assert 'shapes differ, kept initial values: user_embed/embedding (source (60, 8), model (60, 4))' in out
+  assert ('shapes differ, kept initial values: item_embed/embedding (source (150, 8), model (150, 4)), '
+          'user_embed/embedding (source (60, 8), model (60, 4))') in out
   with pytest.raises(ValueError, match='was trained on another dataset'):
     stages.init_from(state, mf_dir, dict(signature, dataset_fingerprint='other'))
   with pytest.raises(FileNotFoundError, match='no best-valid state'):
