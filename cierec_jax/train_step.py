@@ -34,10 +34,16 @@ class TrainState:
 RUN_ONCE = {'xla_backend_optimization_level': 0}
 
 
+def init_variables(model, rngs, *args, **kwargs):
+  """`model.init(rngs, *args, **kwargs)` as one RUN_ONCE program; kwargs
+  (train=...) are static."""
+  return jax.jit(functools.partial(model.init, **kwargs), compiler_options=RUN_ONCE)(rngs, *args)
+
+
 def create_state(model, tx: optax.GradientTransformation, example_batch, seed: int) -> TrainState:
   """The initial state, built by one program (RUN_ONCE), or within the
-  caller's when called under a trace (jit takes compiler options only at
-  the top level)."""
+  caller's program when the example batch is traced (jit takes compiler
+  options only at the top level)."""
   a = len(model.spec.gr_actions)
 
   def init(key, example_batch):

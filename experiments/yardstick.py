@@ -46,8 +46,7 @@ def resnet18_train_images_per_second(image_size: int, width: int, batch: int, re
   """A plain ResNet18 (SGD, squared-output loss) train step, images per second."""
   model = resnet.ResNet18(width, 8 * width, conv_impl=conv_impl)
   x = jnp.ones((batch, image_size, image_size, 3), jnp.float32)
-  variables = jax.jit(lambda k: model.init(k, x, train=True),
-                      compiler_options=train_step.RUN_ONCE)(jax.random.key(0))
+  variables = train_step.init_variables(model, jax.random.key(0), x, train=True)
   tx = optax.sgd(0.1, momentum=0.9)
 
   @jax.jit
@@ -70,8 +69,7 @@ def encoder_fwd_bwd_seconds(model, batch: dict, repeats: int = 3) -> float:
   positive and negative contents together, as the train step runs it."""
   x = jnp.concatenate([batch['pos_content'], batch['neg_content']])
   key = jax.random.key(0)
-  variables = jax.jit(lambda b: model.init({'params': key, 'dropout': key}, b, None, train=True),
-                      compiler_options=train_step.RUN_ONCE)(batch)
+  variables = train_step.init_variables(model, {'params': key, 'dropout': key}, batch, None, train=True)
 
   @jax.jit
   def fwd_bwd(variables, x):
@@ -115,8 +113,7 @@ def cierec_step(image_size: int, width: int, batch: int, conv_impl: str):
   c.model.encoder_init = ''  # CIERec on pixels (the pretrained weights would need width 16)
   model = registry.create(c.model, **DIMS)
   b = example_batch(image_size, batch)
-  variables = jax.jit(lambda k: model.init(k, b, None, train=True),
-                      compiler_options=train_step.RUN_ONCE)(jax.random.key(0))
+  variables = train_step.init_variables(model, jax.random.key(0), b, None, train=True)
 
   def forward_backward(v, b):
     def loss(p):

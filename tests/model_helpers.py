@@ -54,8 +54,7 @@ def rngs(seed=0):
 
 def init(model, b, seed=0):
   # one program at optimisation level 0: far faster to compile than op by op or optimised
-  return jax.jit(lambda r, b: model.init(r, b, jnp.ones(2), train=True),
-                 compiler_options=train_step.RUN_ONCE)(rngs(seed), b)
+  return train_step.init_variables(model, rngs(seed), b, jnp.ones(2), train=True)
 
 
 def scoring_inputs(modality='image', seed=5, features=10):

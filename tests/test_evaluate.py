@@ -16,8 +16,7 @@ pytestmark = pytest.mark.slow  # each compiles a ResNet18 and an evaluation
 
 def _initial_variables(model, data):
   batch = sampler_lib.with_item_inputs(next(iter(sampler_lib.sampler_for(data, 8, 0).batches(0))), data)
-  return jax.jit(lambda b: model.init(jax.random.key(1), b, None, train=True),
-                 compiler_options=train_step.RUN_ONCE)(batch)
+  return train_step.init_variables(model, jax.random.key(1), batch, None, train=True)
 
 
 def test_scoring_every_item_equals_scoring_the_candidates(tmp_path):
