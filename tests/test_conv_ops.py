@@ -17,8 +17,9 @@ from tests import model_helpers
 
 
 def conv_outputs(conv, x, w, stride, padding):
-  """y and the gradients of <y, cotangent> w.r.t. x and w."""
-  pad = padding if isinstance(padding, str) else [(padding, padding)] * 2
+  """y and the gradients of <y, cotangent> w.r.t. x and w; padding: an int for
+  every side, a string, or ((lo, hi), (lo, hi))."""
+  pad = [(padding, padding)] * 2 if isinstance(padding, int) else padding
   f = lambda x, w: conv(x, w, (stride, stride), pad, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   y, vjp = jax.vjp(f, x, w)
   ct = jnp.cos(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
@@ -61,6 +62,21 @@ def test_winograd_matches_xla_on_odd_and_rectangular_maps(shape, filters):
   conv = lambda x, w, *args, **kwargs: winograd.conv3x3(x, w)
   want = jax.jit(conv_outputs, static_argnums=(0, 3, 4))(lax.conv_general_dilated, x, w, 1, 1)
   got = jax.jit(conv_outputs, static_argnums=(0, 3, 4))(conv, x, w, 1, 1)
+  for name, a, b in zip(('y', 'dx', 'dw'), got, want):
+    assert_close(a, b, name)
+
+
+@pytest.mark.parametrize('shape,kernel,pads', [
+    ((2, 32, 32, 3), 7, ((3, 3), (3, 3))),  # the 32x32 stem
+    ((2, 9, 11, 3), 7, ((3, 3), (3, 3))),  # odd maps
+    ((1, 10, 7, 2), 5, ((2, 1), (0, 2))),  # another kernel, uneven padding
+    ((2, 8, 8, 3), 4, ((1, 1), (1, 1)))])  # an even kernel
+def test_space_to_depth_stem_matches_xla(shape, kernel, pads):
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=shape).astype(np.float32)
+  w = (rng.normal(size=(kernel, kernel, shape[-1], 6)) / kernel).astype(np.float32)
+  conv = lambda x, w, strides, pads, **_: conv_ops._space_to_depth_conv(x, w, pads)
+  got, want = (conv_outputs(c, x, w, 2, pads) for c in (conv, lax.conv_general_dilated))
   for name, a, b in zip(('y', 'dx', 'dw'), got, want):
     assert_close(a, b, name)
 
@@ -160,6 +176,17 @@ def test_winograd_is_patches_program_at_the_default_width():
   jaxpr = lambda impl, width: grad_jaxpr(resnet.ResNet18(width, 32, conv_impl=impl), x)
   assert jaxpr('winograd', 16) == jaxpr('patches', 16)
   assert jaxpr('winograd', 64) != jaxpr('patches', 64)
+
+
+def test_the_narrow_stem_runs_forward_on_space_to_depth_blocks():
+  """The 7x7/2 stem on 32x32 with 16 filters: forward as a 4x4 convolution of
+  12-channel blocks, the gradient as XLA's; with 64 filters XLA's throughout."""
+  x = jnp.zeros((2, 32, 32, 3), jnp.float32)
+  blocks = 'f32[4,4,12,16]'
+  for impl in ('patches', 'winograd'):
+    assert blocks in grad_jaxpr(resnet.ResNet18(16, 32, conv_impl=impl), x)
+  assert blocks not in grad_jaxpr(resnet.ResNet18(16, 32, conv_impl='xla'), x)
+  assert 'f32[4,4,12,64]' not in grad_jaxpr(resnet.ResNet18(64, 32, conv_impl='winograd'), x)
 
 
 def test_auto_picks_winograd_on_cpu_and_bad_values_are_refused():
