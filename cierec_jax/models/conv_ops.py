@@ -286,7 +286,12 @@ def _even_max_pool(x):
 
 
 def _pool_fwd(x):
-  return _pool_forward(x)
+  # In training the argmax comes from a reduction over the stacked views: as
+  # _pool_forward's chain of selects XLA fuses it into the gradient's loop,
+  # which then recomputes up to four windows' chains per input element (20 ms
+  # of the 32x32 step); a reduction is computed once (whole step 245 -> 229 ms).
+  views = jnp.stack(_parity_views(x))
+  return jnp.max(views, 0), jnp.argmax(views, 0).astype(jnp.int8)
 
 
 def _pool_bwd(argmax, g):
