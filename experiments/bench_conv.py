@@ -44,6 +44,7 @@ _WITHOUT = {  # conv_ops threshold that switches one of winograd's choices off
     'winograd without strided im2col': ('STRIDED_MIN_MAP', 10**9),
     'winograd without the chunked stem': ('LARGE_MAP', 10**9),
     'winograd without the space-to-depth stem': ('SPACE_TO_DEPTH_MAX_FILTERS', 0),
+    'winograd without Winograd weight gradients': ('WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS', 10**9),
 }
 
 

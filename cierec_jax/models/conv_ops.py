@@ -31,6 +31,12 @@ SMALL_MAP = 16
 # 16 and 32 (32x32, width 16) the step is no faster (or a few % slower), though
 # each layer alone is 1.2-1.4x faster.
 WINOGRAD_MIN_CHANNELS = 64
+# Under that, XLA's forward and input gradient are the faster ones, but not its
+# weight gradient (a transposed copy of the input, then a convolution over the
+# batch): those 3x3 stride-1 convolutions take only their weight gradient from
+# Winograd's form. Per layer, 8x8 maps with 16 channels 6.8 -> 3.5 ms, 4x4 with
+# 32 3.6 -> 2.5 ms; the 32x32 step 276 -> 271 and 236 -> 231 ms (bench_conv).
+WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS = 1
 # From this many output positions per image, kernels larger than 3x3 (the 7x7/2
 # stem) go by im2col one chunk of images at a time: 0.50 s against XLA's 0.80 s
 # at 112x112 outputs (64 images); XLA's own is faster at 16x16 (27 against 38 ms).
@@ -100,15 +106,16 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
              use_winograd: bool = False, **kwargs):
   """`lax.conv_general_dilated` for NHWC/HWIO convolutions, computed as one
   matmul over im2col patches when the output map is small or the kernel 1x1.
-  With `use_winograd`, 3x3 kernels of stride 1 and padding 1 on larger maps
-  with at least WINOGRAD_MIN_CHANNELS inputs go by Winograd's F(2x2, 3x3);
-  the other 3x3 kernels (ResNet18's stride-2 stage entries) from STRIDED_MIN_MAP
-  outputs by im2col (XLA CPU's strided convolution needs transposed copies of
-  its input and output gradient for the weight gradient: 1.2x to 1.8x per
-  layer at 224x224); and larger kernels on large maps (the 224x224 stem) by
-  im2col in chunks. Each threshold was measured in the whole step, not only
-  per layer: at 32x32 each of these forms is faster per layer and none makes
-  the step faster, so there 'winograd' computes exactly as 'patches'.
+  A narrow 7x7/2 stem on a small map (32x32's) runs forward on space-to-depth
+  blocks. With `use_winograd`, 3x3 kernels of stride 1 and padding 1 on larger
+  maps with at least WINOGRAD_MIN_CHANNELS inputs go by Winograd's F(2x2, 3x3),
+  and with fewer inputs take only their weight gradient from it; the other 3x3
+  kernels (ResNet18's stride-2 stage entries) from STRIDED_MIN_MAP outputs by
+  im2col (XLA CPU's strided convolution needs transposed copies of its input
+  and output gradient for the weight gradient: 1.2x to 1.8x per layer at
+  224x224); and larger kernels on large maps (the 224x224 stem) by im2col in
+  chunks. Each threshold was measured in the whole step, not only per layer:
+  at 32x32 most of these forms are faster per layer but not in the step.
 
   Taps that only ever see padding are dropped first (their gradient is zero
   either way). Other strides, kernels, dilations and groups go to XLA's
@@ -133,6 +140,10 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
         and lhs.shape[-1] >= WINOGRAD_MIN_CHANNELS
         and tuple(window_strides) == (1, 1) and tuple(map(tuple, padding)) == ((1, 1), (1, 1))):
       return winograd.conv3x3(lhs, kernel)
+    if (use_winograd and not small and kernel.shape[:2] == (3, 3)
+        and lhs.shape[-1] >= WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS
+        and tuple(window_strides) == (1, 1) and tuple(map(tuple, padding)) == ((1, 1), (1, 1))):
+      return _winograd_weight_grad_conv(lhs, kernel)
     if use_winograd and max(kernel.shape[:2]) > 3 and np.prod(outs) >= LARGE_MAP:
       return _chunked_im2col_conv(lhs, kernel, tuple(window_strides), (ph, pw))
     if (max(kernel.shape[:2]) > 3 and tuple(window_strides) == (2, 2) and not small
@@ -181,6 +192,26 @@ def _space_to_depth_backward(pads, res, dy):
 
 
 _space_to_depth_conv.defvjp(_space_to_depth_forward, _space_to_depth_backward)
+
+
+@jax.custom_vjp
+def _winograd_weight_grad_conv(x, w):
+  """The 3x3 stride-1 convolution with padding 1: XLA's, but for the weight
+  gradient, which comes from winograd.conv3x3's."""
+  return _native_conv(x, w, (1, 1), ((1, 1), (1, 1)))
+
+
+def _winograd_weight_grad_forward(x, w):
+  return _winograd_weight_grad_conv(x, w), (x, w)
+
+
+def _winograd_weight_grad_backward(res, dy):
+  x, w = res
+  dx = jax.vjp(lambda x: _native_conv(x, w, (1, 1), ((1, 1), (1, 1))), x)[1](dy)[0]
+  return dx, jax.vjp(lambda w: winograd.conv3x3(x, w), w)[1](dy)[0]
+
+
+_winograd_weight_grad_conv.defvjp(_winograd_weight_grad_forward, _winograd_weight_grad_backward)
 
 
 def _chunks(n: int, rows_per_image: int) -> int:
