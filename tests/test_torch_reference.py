@@ -25,6 +25,7 @@ def test_torch_and_jax_encoders_agree_from_the_same_weights_and_the_check_can_fa
     torch_reference.assert_same_function(torch_model, jax_model, torch_args, jax_args)
 
 
+@pytest.mark.slow  # a subprocess that times 512 images in both
 def test_bench_torch_prints_both_times_and_their_ratio():
   out = test_experiments._module('bench_torch', '--scales=default', '--rounds=1')
   assert out.returncode == 0, out.stderr
