@@ -1,7 +1,8 @@
 """The encoder in PyTorch eager, the yardstick issue 15's targets were set by.
 
 PyTorch is not a dependency of this project: only this reference and
-`bench_torch` import it (`pip install torch==2.13.0` into the venv). The
+`bench_torch` import it (`pip install torch==2.13.0` into the venv, with
+`--index-url https://download.pytorch.org/whl/cpu` for the CPU build). The
 network is ResNet18 as `models/resnet.py` builds it, with torchvision's layer
 names, so `encoder_weights` loads its state dict into the JAX encoder and
 both compute the same function (`assert_same_function`). Timing uses

@@ -95,15 +95,16 @@ def test_chunked_im2col_matches_xla_chunk_by_chunk(monkeypatch):
     assert_close(a, b, name)
 
 
-@pytest.mark.slow  # three ResNet18 compiles at width 64: ~45 s
-def test_resnet18_outputs_and_gradients_match_xla():
+@pytest.mark.slow  # three ResNet18 compiles per width: ~45 s at 64
+@pytest.mark.parametrize('width', [64, 16])  # 64: Winograd throughout; 16: the default's forms
+def test_resnet18_outputs_and_gradients_match_xla(width):
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(4, 32, 32, 3)), jnp.float32)
   ct = jnp.asarray(rng.normal(size=(4, 32)), jnp.float32)
 
   @functools.partial(jax.jit, static_argnums=0)
   def step(impl, x, ct):
-    model = resnet.ResNet18(64, 32, conv_impl=impl)  # winograd from 64 channels
+    model = resnet.ResNet18(width, 32, conv_impl=impl)
     variables = model.init(jax.random.key(0), x, train=True)
 
     def loss(params):
@@ -144,7 +145,8 @@ def test_max_pool_matches_xla_including_ties(shape):
     return y, vjp(jnp.cos(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape))[0]
 
   (y, dx), (y0, dx0) = outputs(conv_ops.max_pool_3x3s2, x), outputs(xla, x)
-  np.testing.assert_array_equal(y, y0)
+  np.testing.assert_array_equal(y, y0)  # the training forward (argmax by a reduction)
+  np.testing.assert_array_equal(jax.jit(conv_ops.max_pool_3x3s2)(x), y0)  # the plain one
   # each window's gradient goes to its first maximum, as in XLA; sums of up to 4 windows
   np.testing.assert_allclose(dx, dx0, rtol=0, atol=1e-5)
 
@@ -172,7 +174,8 @@ def test_resnet18_params_do_not_depend_on_conv_impl_and_patches_reach_every_laye
 def test_winograd_at_the_default_width_differs_from_patches_in_weight_gradients_only():
   """At 32x32 and width 16 Winograd's whole form does not pay off in the step
   (README, Speed): only the weight gradients of the 3x3 stride-1 convolutions
-  (4 at 8x8, 3 at 4x4) come from it, so the forward programs are the same."""
+  (4 at 8x8, 3 at 4x4) come from it, so the forward programs hold the same
+  convolutions and matmuls, and the gradient 7 convolutions fewer."""
   x = jnp.zeros((2, 32, 32, 3), jnp.float32)
   model = lambda impl: resnet.ResNet18(16, 32, conv_impl=impl)
   variables = jax.eval_shape(lambda k: model('patches').init(k, x, train=True), jax.random.key(0))
@@ -192,7 +195,8 @@ def test_winograd_at_the_default_width_differs_from_patches_in_weight_gradients_
 
 def test_the_narrow_stem_runs_forward_on_space_to_depth_blocks():
   """The 7x7/2 stem on 32x32 with 16 filters: forward as a 4x4 convolution of
-  12-channel blocks, the gradient as XLA's; with 64 filters XLA's throughout."""
+  12-channel blocks (its gradients, XLA's, are checked against XLA's above);
+  with 64 filters, or conv_impl='xla', XLA's forward."""
   x = jnp.zeros((2, 32, 32, 3), jnp.float32)
   blocks = 'f32[4,4,12,16]'
   for impl in ('patches', 'winograd'):

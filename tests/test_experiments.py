@@ -292,8 +292,9 @@ def test_bench_model_times_the_step_and_counts_every_models_parameters():
 
 
 def test_bench_conv_times_every_layer_and_step_variant_with_forms_that_agree():
-  # 16x16 at width 64: every form's branch is taken somewhere (Winograd on 4x4 maps,
-  # im2col on the 1x1 and 2x2 ones), at a fraction of 32x32's compile time
+  # 16x16 at width 64: Winograd on 4x4 maps, im2col on the 1x1 and 2x2 ones, at a
+  # fraction of 32x32's compile time (the narrow stem's and width 16's forms are
+  # tests/test_conv_ops.py's)
   out = _module('bench_conv', '--image_size=16', '--width=64', '--batch=2', '--rounds=1',
                 '--steps=winograd,winograd without Winograd')
   assert out.returncode == 0, out.stderr[-3000:]

@@ -6,10 +6,11 @@ for every layer shape of ResNet18 to 1e-4), only faster on CPU, where XLA's
 native convolution is slow on small maps (a 2x2 or 1x1 map costs as much as an
 8x8 one) and in the weight gradient of large ones, and the max-pool's gradient
 is a select-and-scatter that costs more than the forward of the whole stage.
-'patches' runs 1x1 kernels and small maps as im2col matmuls and the max-pool
-as elementwise ops; 'winograd' adds Winograd's F(2x2, 3x3) for the other 3x3
-stride-1 convolutions (models/winograd.py). GPUs and TPUs keep XLA's own ops:
-'auto' picks 'winograd' on CPU only.
+'patches' runs 1x1 kernels and small maps as im2col matmuls, the max-pool
+as elementwise ops and a narrow stem's forward on space-to-depth blocks;
+'winograd' adds Winograd's F(2x2, 3x3) for the other 3x3 stride-1
+convolutions (models/winograd.py), only for their weight gradient under 64
+channels. GPUs and TPUs keep XLA's own ops: 'auto' picks 'winograd' on CPU only.
 """
 
 import functools
@@ -36,6 +37,7 @@ WINOGRAD_MIN_CHANNELS = 64
 # batch): those 3x3 stride-1 convolutions take only their weight gradient from
 # Winograd's form. Per layer, 8x8 maps with 16 channels 6.8 -> 3.5 ms, 4x4 with
 # 32 3.6 -> 2.5 ms; the 32x32 step 276 -> 271 and 236 -> 231 ms (bench_conv).
+# 1: every such layer (bench_conv sets it out of reach to measure without).
 WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS = 1
 # From this many output positions per image, kernels larger than 3x3 (the 7x7/2
 # stem) go by im2col one chunk of images at a time: 0.50 s against XLA's 0.80 s
@@ -46,13 +48,14 @@ LARGE_MAP = 56 * 56
 STRIDED_MIN_MAP = 7 * 7
 # A 7x7/2 stem with few filters on a map under LARGE_MAP outputs (32x32's) runs its
 # forward as a 4x4/1 convolution over 2x2 space-to-depth blocks (12 input
-# channels instead of 3): 22-30 against 9-12 ms at 32x32 with 16 filters; with
-# 64 filters XLA's own is faster (9 against 20 ms), as at 224x224. Its gradients
+# channels instead of 3): XLA's 22-30 ms -> 9-12 ms at 32x32 with 16 filters; with
+# 64 filters XLA's own is faster (9 ms against 20), as at 224x224. Its gradients
 # stay XLA's: as a convolution of the rearranged kernel its weight gradient is
 # 2-4x slower.
 SPACE_TO_DEPTH_MAX_FILTERS = 32
 CHUNK_ROWS = 32768  # im2col rows per chunk: a few MB that are reused, not fresh pages
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
+_SAME_3X3 = ((1, 1), ((1, 1), (1, 1)))  # strides and padding of a size-keeping 3x3
 
 
 def resolve(conv_impl: str) -> str:
@@ -106,8 +109,8 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
              use_winograd: bool = False, **kwargs):
   """`lax.conv_general_dilated` for NHWC/HWIO convolutions, computed as one
   matmul over im2col patches when the output map is small or the kernel 1x1.
-  A narrow 7x7/2 stem on a small map (32x32's) runs forward on space-to-depth
-  blocks. With `use_winograd`, 3x3 kernels of stride 1 and padding 1 on larger
+  A narrow 7x7/2 stem under LARGE_MAP outputs (32x32's) runs forward on
+  space-to-depth blocks. With `use_winograd`, 3x3 kernels of stride 1 and padding 1 on larger
   maps with at least WINOGRAD_MIN_CHANNELS inputs go by Winograd's F(2x2, 3x3),
   and with fewer inputs take only their weight gradient from it; the other 3x3
   kernels (ResNet18's stride-2 stage entries) from STRIDED_MIN_MAP outputs by
@@ -136,13 +139,12 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
         for s, k, st, (lo, _), o in zip(lhs.shape[1:3], (kh, kw), window_strides, padding, outs))
     kernel = rhs[i0:i1, j0:j1]
     small = np.prod(outs) < SMALL_MAP
-    if (use_winograd and not small and kernel.shape[:2] == (3, 3)
-        and lhs.shape[-1] >= WINOGRAD_MIN_CHANNELS
-        and tuple(window_strides) == (1, 1) and tuple(map(tuple, padding)) == ((1, 1), (1, 1))):
+    winograd_3x3 = (use_winograd and not small and kernel.shape[:2] == (3, 3)
+                    and tuple(window_strides) == (1, 1)
+                    and tuple(map(tuple, padding)) == _SAME_3X3[1])
+    if winograd_3x3 and lhs.shape[-1] >= WINOGRAD_MIN_CHANNELS:
       return winograd.conv3x3(lhs, kernel)
-    if (use_winograd and not small and kernel.shape[:2] == (3, 3)
-        and lhs.shape[-1] >= WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS
-        and tuple(window_strides) == (1, 1) and tuple(map(tuple, padding)) == ((1, 1), (1, 1))):
+    if winograd_3x3 and lhs.shape[-1] >= WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS:
       return _winograd_weight_grad_conv(lhs, kernel)
     if use_winograd and max(kernel.shape[:2]) > 3 and np.prod(outs) >= LARGE_MAP:
       return _chunked_im2col_conv(lhs, kernel, tuple(window_strides), (ph, pw))
@@ -198,7 +200,7 @@ _space_to_depth_conv.defvjp(_space_to_depth_forward, _space_to_depth_backward)
 def _winograd_weight_grad_conv(x, w):
   """The 3x3 stride-1 convolution with padding 1: XLA's, but for the weight
   gradient, which comes from winograd.conv3x3's."""
-  return _native_conv(x, w, (1, 1), ((1, 1), (1, 1)))
+  return _native_conv(x, w, *_SAME_3X3)
 
 
 def _winograd_weight_grad_forward(x, w):
@@ -207,7 +209,9 @@ def _winograd_weight_grad_forward(x, w):
 
 def _winograd_weight_grad_backward(res, dy):
   x, w = res
-  dx = jax.vjp(lambda x: _native_conv(x, w, (1, 1), ((1, 1), (1, 1))), x)[1](dy)[0]
+  dx = jax.vjp(lambda x: _native_conv(x, w, *_SAME_3X3), x)[1](dy)[0]
+  # Winograd's whole VJP is traced; XLA drops its forward product and input
+  # gradient, which nothing reads (the test counting convolutions sees it).
   return dx, jax.vjp(lambda w: winograd.conv3x3(x, w), w)[1](dy)[0]
 
 
