@@ -6,11 +6,11 @@
 Issue 15's CPU targets (0.13 s for the default CIERec(MF) step, 5 s at paper
 scale) were set from PyTorch's times on the machine of that day (0.127 s and
 3.67 s); machines differ by 2x from day to day, so this prints both on the
-same one. Both run in this process, alternating call by call, so both meet
-the machine in the same state (OMP_WAIT_POLICY=PASSIVE changed nothing here). ResNet18 without its
-projection, train-mode BatchNorm, the gradients of every parameter, on the
-step's 2 * batch images; the two are first checked to compute the same
-function from the same weights, then alternate call by call (medians).
+same one. ResNet18 without its projection, train-mode BatchNorm, the
+gradients of every parameter, on the step's 2 * batch images; the two are
+first checked to compute the same function from the same weights, then
+alternate call by call in this process, so both meet the machine in the same
+state (medians; OMP_WAIT_POLICY=PASSIVE changed nothing here).
 """
 
 from absl import app
