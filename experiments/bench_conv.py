@@ -16,8 +16,6 @@ variants alternate within a round; figures are medians over rounds, in ms.
 """
 
 import functools
-import statistics
-import time
 
 from absl import app
 from absl import flags
@@ -49,20 +47,10 @@ _WITHOUT = {  # conv_ops threshold that switches one of winograd's choices off
 
 
 def alternate(fns: dict, args: dict, rounds: int) -> dict:
-  """Median seconds per call of each compiled fn, calls alternating within rounds."""
-  for name, fn in fns.items():
-    jax.block_until_ready(fn(*args[name]))
-  times = {name: [] for name in fns}
-  names = list(fns)
-  # Each round starts one variant later: in a fixed order, two identical
-  # programs measured 154 and 173 ms (32x32 step, 30 rounds).
-  for r in range(rounds):
-    for name in names[r % len(names):] + names[:r % len(names)]:
-      fn = fns[name]
-      start = time.perf_counter()
-      jax.block_until_ready(fn(*args[name]))
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
+  """Median seconds per call of each compiled fn on its args, alternating."""
+  return yardstick.alternating_medians(
+      {name: functools.partial(lambda f, a: jax.block_until_ready(f(*a)), fn, args[name])
+       for name, fn in fns.items()}, rounds)
 
 
 def layer_rows(image_size: int, width: int, images: int, rounds: int) -> list:

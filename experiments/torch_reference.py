@@ -10,9 +10,7 @@ channels_last, the layout oneDNN runs fastest on CPU.
 """
 
 import os
-import statistics
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +18,7 @@ import numpy as np
 
 from cierec_jax.models import encoder_weights
 from cierec_jax.models import resnet
+from experiments import yardstick
 
 try:
   import torch
@@ -150,17 +149,9 @@ def assert_same_function(torch_model, jax_model, torch_args, jax_args, rtol: flo
 def alternate_seconds(torch_model, jax_model, variables, torch_args, jax_args, rounds: int) -> dict:
   """Median seconds per forward+backward of each, one call of each per round."""
   jax_step = jax_forward_backward(jax_model)
-  calls = {'jax': lambda: jax.block_until_ready(jax_step(variables, *jax_args)),
-           'torch': lambda: torch_forward_backward(torch_model, *torch_args)}
-  for call in calls.values():  # compile, allocate
-    call()
-  times = {name: [] for name in calls}
-  for r in range(rounds):
-    for name in (('jax', 'torch') if r % 2 else ('torch', 'jax')):
-      start = time.perf_counter()
-      calls[name]()
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
+  return yardstick.alternating_medians(
+      {'jax': lambda: jax.block_until_ready(jax_step(variables, *jax_args)),
+       'torch': lambda: torch_forward_backward(torch_model, *torch_args)}, rounds)
 
 
 def versions() -> str:

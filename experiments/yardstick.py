@@ -41,6 +41,23 @@ def time_per_call(fn, *args, repeats: int = 5) -> float:
   return (time.perf_counter() - start) / repeats
 
 
+def alternating_medians(calls: dict, rounds: int) -> dict:
+  """Median seconds per call of each zero-argument call (which must block on its
+  result), after one warm-up call each; calls alternate within rounds."""
+  for call in calls.values():  # compile, allocate
+    call()
+  times = {name: [] for name in calls}
+  names = list(calls)
+  # Each round starts one variant later: in a fixed order, two identical
+  # programs measured 154 and 173 ms (32x32 step, 30 rounds).
+  for r in range(rounds):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      start = time.perf_counter()
+      calls[name]()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
 def resnet18_train_images_per_second(image_size: int, width: int, batch: int, repeats: int = 5,
                                      conv_impl: str = 'auto') -> float:
   """A plain ResNet18 (SGD, squared-output loss) train step, images per second."""

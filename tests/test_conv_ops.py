@@ -75,7 +75,8 @@ def test_space_to_depth_stem_matches_xla(shape, kernel, pads):
   rng = np.random.default_rng(3)
   x = rng.normal(size=shape).astype(np.float32)
   w = (rng.normal(size=(kernel, kernel, shape[-1], 6)) / kernel).astype(np.float32)
-  conv = lambda x, w, strides, pads, **_: conv_ops._space_to_depth_conv(x, w, pads)
+  conv = lambda x, w, strides, pads, **_: conv_ops._conv_by_forms(
+      x, w, strides, pads, conv_ops._space_to_depth, conv_ops._native_conv)
   got, want = (conv_outputs(c, x, w, 2, pads) for c in (conv, lax.conv_general_dilated))
   for name, a, b in zip(('y', 'dx', 'dw'), got, want):
     assert_close(a, b, name)

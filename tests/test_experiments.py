@@ -252,6 +252,23 @@ def test_rate_cell_shows_one_run_or_the_median_and_range():
   assert yardstick.rate_cell([1.0, None]) == '-'
 
 
+def test_alternating_medians_warms_up_rotates_the_order_and_times_each_call(monkeypatch):
+  from experiments import yardstick
+  clock, order = [0.0], []
+
+  def call(name, seconds):
+    def run():
+      order.append(name)
+      clock[0] += seconds
+    return run
+
+  monkeypatch.setattr(yardstick.time, 'perf_counter', lambda: clock[0])
+  medians = yardstick.alternating_medians(
+      {'a': call('a', 1.0), 'b': call('b', 2.0), 'c': call('c', 4.0)}, rounds=4)
+  assert medians == {'a': 1.0, 'b': 2.0, 'c': 4.0}
+  assert ''.join(order) == 'abc' + 'abc' + 'bca' + 'cab' + 'abc'
+
+
 def test_bench_train_repeats_a_row_and_reports_the_median(tmp_path):
   tiny = [f'--set={a.removeprefix("--config.")}' for a in TINY[1:]]
   out = _module('bench_train', '--only=^MF, default$', '--epochs=2', '--repeats=2',

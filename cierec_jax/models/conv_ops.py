@@ -145,12 +145,12 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
     if winograd_3x3 and lhs.shape[-1] >= WINOGRAD_MIN_CHANNELS:
       return winograd.conv3x3(lhs, kernel)
     if winograd_3x3 and lhs.shape[-1] >= WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS:
-      return _winograd_weight_grad_conv(lhs, kernel)
+      return _conv_by_forms(lhs, kernel, *_SAME_3X3, _native_conv, _winograd_same_3x3)
     if use_winograd and max(kernel.shape[:2]) > 3 and np.prod(outs) >= LARGE_MAP:
       return _chunked_im2col_conv(lhs, kernel, tuple(window_strides), (ph, pw))
     if (max(kernel.shape[:2]) > 3 and tuple(window_strides) == (2, 2) and not small
         and np.prod(outs) < LARGE_MAP and kernel.shape[-1] <= SPACE_TO_DEPTH_MAX_FILTERS):
-      return _space_to_depth_conv(lhs, kernel, (ph, pw))
+      return _conv_by_forms(lhs, kernel, (2, 2), (ph, pw), _space_to_depth, _native_conv)
     strided_3x3 = kernel.shape[:2] == (3, 3) and tuple(window_strides) != (1, 1)
     if (kernel.shape[:2] == (1, 1) or small
         or (use_winograd and strided_3x3 and np.prod(outs) >= STRIDED_MIN_MAP)):
@@ -165,11 +165,35 @@ def _native_conv(x, w, strides, pads):
   return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _space_to_depth_conv(x, w, pads):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_by_forms(x, w, strides, pads, forward, weight_gradient):
+  """XLA's convolution, computed by `forward` and with the weight gradient of
+  `weight_gradient` (both called as f(x, w, strides, pads)); the input
+  gradient is XLA's. For forms that win on one of the three products only."""
+  return forward(x, w, strides, pads)
+
+
+def _conv_by_forms_forward(x, w, strides, pads, forward, weight_gradient):
+  return forward(x, w, strides, pads), (x, w)
+
+
+def _conv_by_forms_backward(strides, pads, forward, weight_gradient, res, dy):
+  x, w = res
+  dx = jax.vjp(lambda x: _native_conv(x, w, strides, pads), x)[1](dy)[0]
+  # The whole VJP of the weight-gradient form is traced; XLA drops its forward
+  # product and input gradient, which nothing reads (the test counting
+  # convolutions sees it for Winograd's).
+  return dx, jax.vjp(lambda w: weight_gradient(x, w, strides, pads), w)[1](dy)[0]
+
+
+_conv_by_forms.defvjp(_conv_by_forms_forward, _conv_by_forms_backward)
+
+
+def _space_to_depth(x, w, strides, pads):
   """x: [N, H, W, C], w: [kh, kw, C, D], stride 2 -> [N, Ho, Wo, D]: a stride-1
   convolution of the 2x2 blocks of x (4C channels) with the kernel, zero-padded
   to even size, cut into the same blocks."""
+  assert tuple(strides) == (2, 2), strides
   n, h, wd, c = x.shape
   kh, kw = -(-w.shape[0] // 2), -(-w.shape[1] // 2)  # kernel size in blocks
   outs = [(s + lo + hi - k) // 2 + 1 for s, (lo, hi), k in zip((h, wd), pads, w.shape[:2])]
@@ -184,38 +208,9 @@ def _space_to_depth_conv(x, w, pads):
                                   dimension_numbers=_NHWC)
 
 
-def _space_to_depth_forward(x, w, pads):
-  return _space_to_depth_conv(x, w, pads), (x, w)
-
-
-def _space_to_depth_backward(pads, res, dy):
-  x, w = res
-  return jax.vjp(lambda x, w: _native_conv(x, w, (2, 2), pads), x, w)[1](dy)
-
-
-_space_to_depth_conv.defvjp(_space_to_depth_forward, _space_to_depth_backward)
-
-
-@jax.custom_vjp
-def _winograd_weight_grad_conv(x, w):
-  """The 3x3 stride-1 convolution with padding 1: XLA's, but for the weight
-  gradient, which comes from winograd.conv3x3's."""
-  return _native_conv(x, w, *_SAME_3X3)
-
-
-def _winograd_weight_grad_forward(x, w):
-  return _winograd_weight_grad_conv(x, w), (x, w)
-
-
-def _winograd_weight_grad_backward(res, dy):
-  x, w = res
-  dx = jax.vjp(lambda x: _native_conv(x, w, *_SAME_3X3), x)[1](dy)[0]
-  # Winograd's whole VJP is traced; XLA drops its forward product and input
-  # gradient, which nothing reads (the test counting convolutions sees it).
-  return dx, jax.vjp(lambda w: winograd.conv3x3(x, w), w)[1](dy)[0]
-
-
-_winograd_weight_grad_conv.defvjp(_winograd_weight_grad_forward, _winograd_weight_grad_backward)
+def _winograd_same_3x3(x, w, strides, pads):
+  assert (tuple(strides), tuple(map(tuple, pads))) == _SAME_3X3, (strides, pads)
+  return winograd.conv3x3(x, w)
 
 
 def _chunks(n: int, rows_per_image: int) -> int:
