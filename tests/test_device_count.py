@@ -39,7 +39,8 @@ def _one_epoch(c, data, devices):
   return model, jax.device_get(dstate)
 
 
-@pytest.mark.parametrize('name', ['mf', 'mf_image', 'cierec'])
+# CIERec holds MF(Image)'s encoder, BatchNorm and image path (mf_image: 96 s of the suite).
+@pytest.mark.parametrize('name', ['mf', 'cierec'])
 def test_same_test_metrics_on_1_2_and_4_devices(tiny_data, name):
   """Fixed shards make the step's arithmetic independent of the device count:
   the states after one epoch are bit-identical, hence so are the test metrics
