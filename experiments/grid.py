@@ -68,7 +68,10 @@ def apply(config, overrides):
 
 
 def enable_compilation_cache(root: str):
-  jax.config.update('jax_compilation_cache_dir', os.path.join(root, '.jax_cache'))
+  """The grid's runs share compiled programs in <root>/.jax_cache, unless a
+  cache is configured already (JAX_COMPILATION_CACHE_DIR): that one is kept."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', os.path.join(root, '.jax_cache'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 

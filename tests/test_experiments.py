@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -250,6 +251,24 @@ def test_rate_cell_shows_one_run_or_the_median_and_range():
   assert yardstick.rate_cell([3.0, 1.0, 2.0, 10.0]) == '2 (1-10)'  # median of an even count
   assert yardstick.rate_cell([900000, 1200000, 700000]) == '900,000 (700,000-1,200,000)'
   assert yardstick.rate_cell([1.0, None]) == '-'
+
+
+def test_a_grid_keeps_a_configured_compilation_cache(monkeypatch, tmp_path):
+  """JAX_COMPILATION_CACHE_DIR (the tests' session cache) wins over <root>/.jax_cache."""
+  from experiments import grid
+  updates = {}
+
+  class Config:
+    jax_compilation_cache_dir = '/chosen/cache'
+
+    def update(self, name, value):
+      updates[name] = value
+  monkeypatch.setattr(grid, 'jax', types.SimpleNamespace(config=Config()))
+  grid.enable_compilation_cache(str(tmp_path))
+  assert 'jax_compilation_cache_dir' not in updates
+  Config.jax_compilation_cache_dir = None
+  grid.enable_compilation_cache(str(tmp_path))
+  assert updates['jax_compilation_cache_dir'] == str(tmp_path / '.jax_cache')
 
 
 def test_alternating_medians_warms_up_rotates_the_order_and_times_each_call(monkeypatch):
