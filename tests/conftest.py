@@ -24,12 +24,6 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests import tiny  # pylint: disable=wrong-import-position
 
 
-def pytest_collection_modifyitems(items):
-  """Slow tests first: xdist hands tests out in this order, so the long
-  end-to-end runs start early and the short tests fill the workers' tails."""
-  items.sort(key=lambda item: item.get_closest_marker('slow') is None)
-
-
 def pytest_sessionfinish(session):
   del session
   if _OWN_CACHE and 'PYTEST_XDIST_WORKER' not in os.environ:  # the controller, once workers are done
