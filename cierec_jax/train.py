@@ -248,8 +248,6 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
                                     jax.process_count())
   spe, epochs = sampler.steps_per_epoch, int(t.epochs)
   tx = optim.create(t, spe, frozen=model.spec.frozen)
-  example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
-  state = step_lib.create_state(model, tx, example, int(t.seed))
 
   # Checkpoints are saved and restored by every process together; process 0
   # alone removes what a crashed save left, before any process opens them.
@@ -261,9 +259,12 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   meta = {'epoch': 0, 'step_in_epoch': 0, 'best': None, 'elapsed': 0.0, 'signature': signature,
           'stopped_by': None}
   latest = checkpoints.latest_step()
-  if latest is not None:
+  if latest is not None:  # refused before the state's program is compiled
     ckpt_lib.check_compatible(checkpoints.restore_meta(latest)['signature'], signature,
                               checkpoints.directory)
+  example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
+  state = step_lib.create_state(model, tx, example, int(t.seed))
+  if latest is not None:
     state, meta = checkpoints.restore(latest, state)
     logging.info('resumed from step %d (epoch %d)', latest, meta['epoch'] + 1)
     out.say(f'resumed from checkpoint step {latest}')
@@ -276,8 +277,11 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   out.json('config.json', config.to_dict())
 
   ends_record = record_ends(t, spe)  # where records are written and the gradient norm measured
+  # When every step ends a record the step measures the norm unconditionally, so
+  # its program does not depend on the checkpoint and halt steps.
+  norm_at = None if int(t.log_every_steps) <= 1 else ends_record
   step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None,
-                                     shard_sum(t, mesh, model.spec, pmap), ends_record)
+                                     shard_sum(t, mesh, model.spec, pmap), norm_at)
   call_fn = step_lib.scan_steps(
       step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.items.modality),
       step_lib.scan_unroll(model.spec))

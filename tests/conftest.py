@@ -14,6 +14,9 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # experiment scripts run as subprocesses (they inherit the environment the
 # controller sets before it starts them), cut tests/test_train.py's slow tests
 # from 315 to 197 s. A cache the caller chose is used and kept.
+# Every program is cached, not only those over a second to compile (JAX's
+# default): a tiny run's evaluation programs (0.5-1 s each) recur in run after run.
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 _OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
 if _OWN_CACHE:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='cierec-jax-tests-cache-')
