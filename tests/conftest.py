@@ -1,6 +1,7 @@
 """Test setup: 4 forced CPU devices (before JAX starts), one compilation
 cache for the session, and tiny configs."""
 
+import fcntl
 import os
 import shutil
 import sys
@@ -52,3 +53,17 @@ def tiny_data(tiny_data_dir):
   """The tiny synthetic dataset, loaded once per test session."""
   from cierec_jax.data import load  # pylint: disable=g-import-not-at-top
   return load.load(tiny.config(tiny_data_dir))
+
+
+@pytest.fixture(scope='session')
+def pretrained_encoder(tmp_path_factory):
+  """encoder.npz of a tiny pretraining run (tiny.pretrain_config), for runs in the
+  paper's setting, where the feature baselines read features this encoder
+  pre-extracted (and compile no ResNet). Made once per session: xdist's workers
+  share the folder, and a worker that finds another pretraining waits for it."""
+  from cierec_jax import pretrain  # pylint: disable=g-import-not-at-top
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if 'PYTEST_XDIST_WORKER' in os.environ else base
+  with open(root / 'pretrained.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return pretrain.prepare(tiny.pretrain_config(str(root / 'pretrained')))

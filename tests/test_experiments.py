@@ -1,6 +1,8 @@
 """Each paper-experiment script end to end with --quick on a tiny synthetic config."""
 
 import csv
+import glob
+import json
 import os
 import re
 import subprocess
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config=configs/default.py', '--config.dataset.num_users=40', '--config.dataset.num_items=100',
         '--config.dataset.image_size=16', '--config.eval.num_negatives=30', '--config.eval.repeats=2',
-        '--config.model.embed_dim=8', '--config.model.feature_dim=16', '--config.model.encoder_width=4',
+        '--config.model.embed_dim=8', '--config.model.feature_dim=32', '--config.model.encoder_width=4',
         '--config.train.batch_size=128', '--config.eval.batch_size=20',
         '--config.model.encoder_init=']  # random init: no pretraining in these smoke runs
 
@@ -62,43 +64,48 @@ TABLE2 = ['MF', 'VBPR', 'MF(Image)', 'MF(Semantics)', 'VECF', 'HAFR-non-i', 'PiN
 SOME = '--models=MF,MF(Semantics)'
 
 
-def test_table2_quick(tmp_path):
+def test_every_table2_row_has_a_learning_rate_on_every_dataset():
   assert [label for label, _ in paper_rows.MODELS] == TABLE2
-  for dataset in (default, movielens, cds, allrecipes):  # every row has a learning rate everywhere
+  for dataset in (default, movielens, cds, allrecipes):
     assert len(paper_rows.table2_runs(dataset.get_config(), 1)) == len(TABLE2)
-  out = _run('table2', tmp_path / 'runs', tmp_path / 'data', SOME)
-  rows = _csv(tmp_path / 'runs' / 'table2.csv')
+
+
+def _check_table2(root):
+  rows = _csv(root / 'table2.csv')
   assert rows[0] == ['model', 'Cold R@10', 'Cold NDCG@10', 'Warm R@10', 'Warm NDCG@10', 'All R@10', 'All NDCG@10']
   w = ', annotations withheld'
   assert [r[0] for r in rows[1:]] == ['MF', 'MF(Semantics)', 'MF(Semantics)' + w]
   assert all(_is_mean_std(c) for r in rows[1:] for c in r[1:])
-  items = _csv(tmp_path / 'runs' / 'table2_items.csv')
+  items = _csv(root / 'table2_items.csv')
   assert items[0][1:5] == ['Cold item R@10', 'Cold item NDCG@10', 'Warm item R@10', 'Warm item NDCG@10']
   assert [r[0] for r in items] == [r[0] for r in rows]
-  assert 'grid wall time' in out and '[2/2]' in out
-  # A second call reuses every finished run.
-  again = _run('table2', tmp_path / 'runs', tmp_path / 'data', SOME)
-  assert again.count('done before, skipped') == 2
-  assert open(tmp_path / 'runs' / 'table2.md').read().startswith('| model | Cold R@10')
+  assert open(root / 'table2.md').read().startswith('| model | Cold R@10')
 
 
-def test_table3_and_fig3_quick(tmp_path):
+def test_table3_and_fig3_quick(tmp_path, pretrained_encoder):
   """The MF backbone's rows (VBPR's take the same path); Base and the full row
-  are Table II's MF(Image) and CIERec(MF) runs, shared through the root."""
-  out = _run('table3', tmp_path / 'runs', tmp_path / 'data', '--backbones=mf')
+  are Table II's MF(Image) and CIERec(MF) runs, shared through the root. In the
+  paper's setting: Base reads pre-extracted features, the CI rows train the
+  pretrained ResNet18."""
+  encoder = f'--config.model.encoder_init={pretrained_encoder}'
+  out = _run('table3', tmp_path / 'runs', tmp_path / 'data', '--backbones=mf', encoder)
   assert '[5/5]' in out
   rows = _csv(tmp_path / 'runs' / 'table3.csv')
   assert [r[0] for r in rows[1:]] == ['Base', 'Base+CI', 'Base+CI+TA', 'Base+CI+TA+GR', 'Base+CI+TA+GR+PI',
                                       'Base+CI+TA+GR+PI, annotations withheld']
   assert rows[0] == ['row', 'MF Cold R@10', 'MF Warm R@10', 'MF All R@10']
   assert all(_is_mean_std(c) for r in rows[1:] for c in r[1:])
-  again = _run('table2', tmp_path / 'runs', tmp_path / 'data', '--models=MF(Image),CIERec(MF)')
+  encoders = {label: json.load(open(path))['encoder']
+              for label in ('MF_Image', 'CIERec_MF')
+              for path in glob.glob(str(tmp_path / 'runs' / label / '**' / 'results.json'), recursive=True)}
+  assert encoders == {'MF_Image': 'features', 'CIERec_MF': 'resnet18'}
+  again = _run('table2', tmp_path / 'runs', tmp_path / 'data', '--models=MF(Image),CIERec(MF)', encoder)
   assert again.count('done before, skipped') == 2
   table2 = {r[0]: r for r in _csv(tmp_path / 'runs' / 'table2.csv')}
   assert [table2['MF(Image)'][c] for c in (1, 3, 5)] == rows[1][1:]  # Base is MF(Image)
   assert [table2['CIERec(MF)'][c] for c in (1, 3, 5)] == rows[5][1:]
   # fig3 in the same root reuses the table's Base, Base+CI and full CIERec(MF) runs.
-  out = _run('fig3', tmp_path / 'runs', tmp_path / 'data', '--users=3')
+  out = _run('fig3', tmp_path / 'runs', tmp_path / 'data', '--users=3', encoder)
   assert out.count('done before, skipped') == 3
   assert os.path.getsize(tmp_path / 'runs' / 'fig3.png') > 10_000
 
@@ -111,9 +118,11 @@ def test_tune_quick(tmp_path):
                      'weight_l2: valid R@10', 'weight_l2 chosen', 'weight_l2 grid edge']
   assert [r[0] for r in rows[1:]] == ['MF', 'MF(Semantics)']
   parse = lambda cell: {float(k): float(v) for k, v in (kv.split(': ') for kv in cell.split(', '))}
+  chosen_by_field = {}
   for column, field in ((1, 'lr'), (4, 'weight_l2')):
     line = [x for x in out.splitlines() if x.startswith(f'c.tuned_{field}.update(')][0]
     chosen = dict(kv.split('=') for kv in line[len(f'c.tuned_{field}.update(dict('):-2].split(', '))
+    chosen_by_field[field] = chosen
     assert sorted(chosen) == ['mf', 'mf_semantics']
     for key, row in zip(['mf', 'mf_semantics'], rows[1:]):
       model, (cell, best, edge) = row[0], row[column:column + 3]
@@ -125,6 +134,13 @@ def test_tune_quick(tmp_path):
       else:  # 0 is no penalty: a natural end, not an edge
         assert (edge == 'EDGE') == (float(best) != 0 and float(best) in (min(tried), max(tried))), model
       assert (edge == 'EDGE') == (f'WARNING: {model}: the best {field}' in out)
+  # Table II in the same root on the chosen values, pasted into the config (README's
+  # workflow): every run is one of tune's, reused, not trained again.
+  tuned = [f'--config.tuned_{field}.{key}={value}' for field, chosen in chosen_by_field.items()
+           for key, value in chosen.items()]
+  table2 = _run('table2', tmp_path / 'runs', tmp_path / 'data', SOME, *tuned)
+  assert table2.count('done before, skipped') == 2 and 'grid wall time' in table2, table2
+  _check_table2(tmp_path / 'runs')
   # MF has no kernels: the penalty changes nothing, and a tie picks no penalty.
   mf = parse(rows[1][4])
   assert sorted(mf) == [0.0, 0.1] and mf[0.0] == mf[0.1] and rows[1][5] == '0'

@@ -243,12 +243,15 @@ def test_needs_annotations(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['vecf', 'hafr', 'pinet'])
-def test_one_epoch_run(name, tiny_data_dir, tmp_path):
-  """Trains, evaluates and reports like every model, on the tiny synthetic config."""
+def test_one_epoch_run(name, tiny_data_dir, pretrained_encoder, tmp_path):
+  """Trains, evaluates and reports like every model, on the tiny synthetic config in
+  the paper's setting: VECF and HAFR read pre-extracted features, PiNet trains
+  the pretrained ResNet18."""
   c = tiny.config(tiny_data_dir)
-  c.model.name, c.train.epochs = name, 1
+  c.model.name, c.train.epochs, c.model.encoder_init = name, 1, pretrained_encoder
   res = train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert res['model'] == name and os.path.exists(tmp_path / 'run' / 'results.json')
+  assert res['encoder'] == ('resnet18' if name == 'pinet' else 'features')
   for split in ('valid', 'test'):
     assert 0.0 <= res[split]['all']['recall@10']['mean'] <= 1.0
   logged = [json.loads(line) for line in open(tmp_path / 'run' / 'metrics.jsonl')]

@@ -2,6 +2,7 @@
 corpus, the feature table, and runs that start from (or freeze) the pretrained encoder."""
 
 import functools
+import json
 import os
 
 import flax
@@ -12,6 +13,7 @@ import pytest
 
 from cierec_jax import checkpoint as ckpt_lib
 from cierec_jax import features
+from cierec_jax import prepared
 from cierec_jax import pretrain
 from cierec_jax import train
 from cierec_jax.data import load
@@ -50,9 +52,7 @@ def test_freeze_encoder():
 
 
 def _config(data_dir):
-  c = tiny.config(data_dir)
-  c.pretrain.update(num_train=64, num_holdout=32, epochs=1, batch_size=32)
-  c.model.encoder_init = pretrain.PRETRAIN
+  c = tiny.pretrain_config(data_dir)
   c.train.epochs = 1
   return c
 
@@ -66,15 +66,18 @@ def _params(workdir):
 
 
 @pytest.mark.slow
-def test_pretrain_features_and_runs_from_them(tmp_path, capsys, monkeypatch):
-  c = _config(str(tmp_path / 'data'))
-  # Pretraining: made once, reused by the second call.
-  path = pretrain.prepare(c)
-  out = capsys.readouterr().out
-  assert 'pretrain: trained ResNet18 on 64 glyph images' in out and 'glyph count' in out
+def test_pretrain_features_and_runs_from_them(tmp_path, capsys, monkeypatch, pretrained_encoder):
+  # Pretraining: made once (by the session's fixture, into its data_dir), reused by a second call.
+  path = pretrained_encoder
+  with open(os.path.join(os.path.dirname(path), prepared.INFO)) as f:
+    assert json.load(f)['num_train'] == 64
   stamp = os.path.getmtime(path)
-  assert pretrain.prepare(c) == path and os.path.getmtime(path) == stamp
-  assert 'pretrain: reusing' in capsys.readouterr().out
+  fixture_data_dir = os.path.dirname(os.path.dirname(os.path.dirname(path)))  # <data_dir>/pretrain/<fp>/
+  assert pretrain.prepare(tiny.pretrain_config(fixture_data_dir)) == path and os.path.getmtime(path) == stamp
+  out = capsys.readouterr().out
+  assert 'pretrain: reusing' in out and 'glyph count' in out
+  c = _config(str(tmp_path / 'data'))
+  c.model.encoder_init = path
   D = c.model.feature_dim
   target = jax.eval_shape(lambda: resnet.ResNet18(c.model.encoder_width, D).init(
       jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32), train=False))

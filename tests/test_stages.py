@@ -110,14 +110,16 @@ def _nest(flat, top):
 
 
 @pytest.mark.parametrize('name', ['amf', 'amr', 'dropoutnet', 'clcrec'])
-def test_one_epoch_run(mf_run, tmp_path, name):
+def test_one_epoch_run(mf_run, pretrained_encoder, tmp_path, name):
+  """In the paper's setting: the content models read pre-extracted features."""
   data_dir, mf_dir = mf_run
-  c = _config(data_dir, name)
+  c = _config(data_dir, name, encoder_init=pretrained_encoder)
   if name != 'amf':  # amf trains its MF stage itself; the others start from the shared MF run
     c.train.init_from = mf_dir if name in stages.PRETRAINED else ''
   workdir = str(tmp_path / name)
   res = train.train_and_evaluate(c, workdir)
   assert os.path.exists(os.path.join(workdir, 'results.json')) and res['model'] == name
+  assert res['encoder'] == (None if name == 'amf' else 'features')
   assert 0.0 <= res['test']['all']['recall@10']['mean'] <= 1.0
   params = _best(workdir)
   if name == 'amf':

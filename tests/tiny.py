@@ -22,3 +22,12 @@ def config(data_dir: str, seed: int = 0):
   c.train.epochs = 2
   c.eval.batch_size = 16
   return c
+
+
+def pretrain_config(data_dir: str):
+  """config() with a pretraining run small enough for a test: 64 glyph images, one epoch."""
+  from cierec_jax import pretrain  # pylint: disable=g-import-not-at-top
+  c = config(data_dir)
+  c.pretrain.update(num_train=64, num_holdout=32, epochs=1, batch_size=32)
+  c.model.encoder_init = pretrain.PRETRAIN
+  return c
