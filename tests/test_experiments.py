@@ -24,7 +24,7 @@ TINY = ['--config=configs/default.py', '--config.dataset.num_users=40', '--confi
         '--config.dataset.image_size=16', '--config.eval.num_negatives=30', '--config.eval.repeats=2',
         '--config.model.embed_dim=8', '--config.model.feature_dim=32', '--config.model.encoder_width=4',
         '--config.train.batch_size=128', '--config.eval.batch_size=20',
-        '--config.model.encoder_init=']  # random init: no pretraining in these smoke runs
+        '--config.model.encoder_init=']  # random init, unless a test passes the session's pretrained encoder
 
 
 def _module(script, *args):

@@ -53,8 +53,11 @@ def test_stopped_run_resumes_to_the_same_result(tmp_path):
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-  steps_logged = [r['step'] for r in map(json.loads, open(tmp_path / 'cut' / 'metrics.jsonl')) if r['kind'] == 'train']
+  logged = [r for r in map(json.loads, open(tmp_path / 'cut' / 'metrics.jsonl')) if r['kind'] == 'train']
+  steps_logged = [r['step'] for r in logged]
   assert len(steps_logged) == len(set(steps_logged)), 'a resumed run must not log a step twice'
+  # Every step ends a record (log_every_steps=1), so every step measured its gradient norm.
+  assert len(logged) == steps and all(np.isfinite(r['grad_norm']) and r['grad_norm'] > 0 for r in logged)
 
   # A model-shape change in the same workdir is refused, naming the field.
   c = _config(data_dir)
