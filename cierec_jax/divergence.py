@@ -42,13 +42,13 @@ def non_finite_leaves(tree) -> list[str]:
   return [jax.tree_util.keystr(p) for (p, _), ok in zip(leaves, finite) if not ok]
 
 
-def probe_loss(runner, device_state, batches, items, key) -> float:
+def probe_loss(runner, device_state, batches, items, key, hparams) -> float:
   """The loss of device_state on a one-step call (batches placed by
   runner.put_batch, items by runner.put_items or None), stepped on a copy:
   the runner donates the state it steps, so the original stays."""
   copy = jax.tree.map(lambda x: jax.device_put(x, x.sharding, may_alias=False)
                       if isinstance(x, jax.Array) else x, device_state)
-  _, metrics = runner.step(copy, batches, items, key, 0)
+  _, metrics = runner.step(copy, batches, items, key, 0, hparams)
   return float(jax.device_get(metrics['loss'])[0])
 
 

@@ -2,6 +2,7 @@
 subtrees (optax.partition)."""
 
 import flax
+import numpy as np
 import optax
 
 from cierec_jax.models.recommender import POLICY
@@ -23,29 +24,43 @@ def kernels(params):
   return flax.traverse_util.unflatten_dict({k: k[-1] == 'kernel' for k in flat})
 
 
-def staircase(lr: float, steps_per_epoch: int, decay_epochs: int, decay_rate: float):
-  """lr * decay_rate ** floor(step / (decay_epochs * steps_per_epoch))."""
+def staircase(lr, steps_per_epoch: int, decay_epochs: int, decay_rate: float):
+  """lr * decay_rate ** floor(step / (decay_epochs * steps_per_epoch)); lr: a float or a scalar array."""
   return optax.exponential_decay(lr, transition_steps=max(1, decay_epochs * steps_per_epoch),
                                  decay_rate=decay_rate, staircase=True)
 
 
-def create(train, steps_per_epoch: int, frozen=()) -> optax.GradientTransformation:
-  """train: config.train (lr, dqn_lr, decay_epochs, decay_rate); frozen: the
-  top-level params subtrees left unchanged (model.spec.frozen)."""
+# The values a tuning grid varies. The train step takes them as inputs
+# (optim.create's `hparams`) rather than as constants, so one compiled step
+# serves every rate and penalty of a grid, and a grid compiles each model once.
+HYPERPARAMETERS = ('lr', 'dqn_lr', 'weight_l2')
+
+
+def hyperparameters(train) -> dict:
+  """{name: float32 scalar} of config.train's HYPERPARAMETERS: a train step's `hparams`."""
+  return {k: np.float32(train[k]) for k in HYPERPARAMETERS}
+
+
+def create(train, steps_per_epoch: int, hparams=None, *, frozen=()) -> optax.GradientTransformation:
+  """train: config.train (lr, dqn_lr, weight_l2, decay_epochs, decay_rate);
+  hparams: the HYPERPARAMETERS' values, possibly traced (default: train's);
+  frozen: the top-level params subtrees left unchanged (model.spec.frozen).
+  Whether the weight penalty is applied at all follows train.weight_l2 > 0,
+  so its value may be traced while the optimiser's structure is not."""
+  h = hyperparameters(train) if hparams is None else hparams
   sched = lambda lr: staircase(lr, steps_per_epoch, int(train.decay_epochs), float(train.decay_rate))
   # Adagrad's accumulator starts at train.adagrad_initial_accumulator (0, as in
   # PyTorch); optax's 0.1 default (from TF) shrinks the first updates of the
   # small per-row embedding gradients by orders of magnitude.
-  adagrad = optax.adagrad(sched(float(train.lr)),
+  adagrad = optax.adagrad(sched(h['lr']),
                           initial_accumulator_value=float(train.adagrad_initial_accumulator),
                           eps=1e-10)
-  weight_l2 = float(train.weight_l2)
-  if weight_l2 > 0:
+  if float(train.weight_l2) > 0:
     # (weight_l2 / 2) * |W|^2 on the layers' kernels, which train.l2 (batch rows
     # of the embedding tables) never reaches: VBPR's lambda_E on its projection.
-    adagrad = optax.chain(optax.add_decayed_weights(weight_l2, mask=kernels), adagrad)
+    adagrad = optax.chain(optax.add_decayed_weights(h['weight_l2'], mask=kernels), adagrad)
   return optax.partition(
       {RECOMMENDER: adagrad,
-       POLICIES: optax.adam(sched(float(train.dqn_lr))),
+       POLICIES: optax.adam(sched(h['dqn_lr'])),
        FROZEN: optax.set_to_zero()},
       lambda params: labels(params, tuple(frozen)))

@@ -1,8 +1,9 @@
 """Running train calls on many devices and processes: jit over a mesh (default) or pmap.
 
 A call (`train_step.scan_steps`) is call(state, batches, items, key,
-first_step): batches are stacked [n, B, ...] (n steps per call), items the
-item tables gathered inside the step (or None).
+first_step, hparams): batches are stacked [n, B, ...] (n steps per call),
+items the item tables gathered inside the step (or None), hparams the
+optimiser's scalars (optim.hyperparameters), replicated like the key.
 jit: a 1-D ('data',) mesh over all devices (AxisType.Auto: explicit meshes
 break linen's Embed), batches sharded on 'data' (their axis 1), state and
 items replicated, state donated. Multi-host: each process passes only its
@@ -231,7 +232,7 @@ class JitRunner:
     self.replicated = NamedSharding(mesh, P())
     self.sharded = NamedSharding(mesh, P(None, AXIS))
     r = self.replicated
-    self._step = jax.jit(call_fn, in_shardings=(r, self.sharded, r, r, r), out_shardings=(r, r),
+    self._step = jax.jit(call_fn, in_shardings=(r, self.sharded, r, r, r, r), out_shardings=(r, r),
                          donate_argnums=(0,))
 
   def put_state(self, state):
@@ -253,9 +254,9 @@ class JitRunner:
     return {k: jax.make_array_from_process_local_data(self.sharded, v)
             for k, v in local_batches.items()}
 
-  def step(self, state, batches, items, key, first_step: int):
+  def step(self, state, batches, items, key, first_step: int, hparams: dict):
     """n steps; returns (state, metrics of [n] arrays)."""
-    return self._step(state, batches, items, key, np.int32(first_step))
+    return self._step(state, batches, items, key, np.int32(first_step), hparams)
 
 
 class PmapRunner:
@@ -267,7 +268,7 @@ class PmapRunner:
   def __init__(self, call_fn, devices=None):
     self.devices = devices
     self.count = len(devices) if devices is not None else jax.local_device_count()
-    self._step = jax.pmap(call_fn, axis_name=AXIS, in_axes=(0, 0, 0, None, None),
+    self._step = jax.pmap(call_fn, axis_name=AXIS, in_axes=(0, 0, 0, None, None, None),
                           devices=devices, donate_argnums=(0,))
 
   def put_state(self, state):
@@ -287,7 +288,7 @@ class PmapRunner:
     return {k: np.swapaxes(v.reshape((v.shape[0], d, v.shape[1] // d) + v.shape[2:]), 0, 1)
             for k, v in local_batches.items()}
 
-  def step(self, state, batches, items, key, first_step: int):
+  def step(self, state, batches, items, key, first_step: int, hparams: dict):
     """n steps; returns (state, metrics of [n] arrays)."""
-    state, metrics = self._step(state, batches, items, key, np.int32(first_step))
+    state, metrics = self._step(state, batches, items, key, np.int32(first_step), hparams)
     return state, jax.tree.map(lambda x: x[0], metrics)

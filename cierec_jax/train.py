@@ -247,7 +247,8 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   sampler = sampler_lib.sampler_for(data, int(t.batch_size), int(t.seed), jax.process_index(),
                                     jax.process_count())
   spe, epochs = sampler.steps_per_epoch, int(t.epochs)
-  tx = optim.create(t, spe, frozen=model.spec.frozen)
+  optimizer = functools.partial(optim.create, t, spe, frozen=model.spec.frozen)  # hparams -> tx
+  tx, hparams = optimizer(), optim.hyperparameters(t)
 
   # Checkpoints are saved and restored by every process together; process 0
   # alone removes what a crashed save left, before any process opens them.
@@ -280,7 +281,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   # When every step ends a record the step measures the norm unconditionally, so
   # its program does not depend on the checkpoint and halt steps.
   norm_at = None if int(t.log_every_steps) <= 1 else ends_record
-  step_fn = step_lib.make_train_step(step_model, tx, float(t.l2), parallel.AXIS if pmap else None,
+  step_fn = step_lib.make_train_step(step_model, optimizer, float(t.l2), parallel.AXIS if pmap else None,
                                      shard_sum(t, mesh, model.spec, pmap), norm_at)
   call_fn = step_lib.scan_steps(
       step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.items.modality),
@@ -300,7 +301,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
 
   def verify(global_step):
     guard.check_state(global_step, runner.get_state(dstate),
-                      lambda: divergence.probe_loss(runner, dstate, probe, items, key),
+                      lambda: divergence.probe_loss(runner, dstate, probe, items, key, hparams),
                       checkpoints.latest_step())
 
   def variables(s=None):
@@ -355,7 +356,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
       if compiles and clock is not None:
         jax.block_until_ready(dstate)
         train_time += time.time() - clock
-      dstate, m = runner.step(dstate, runner.put_batch(host_batches), items, key, first)
+      dstate, m = runner.step(dstate, runner.put_batch(host_batches), items, key, first, hparams)
       examples = [sampler.examples(s) for s in range(i, i + n)]  # all processes' rows
       for j in range(n):
         interval.add(first + j + 1, epoch, m, j, int(examples[j]))

@@ -78,13 +78,15 @@ def _total(terms: dict, with_bpr: bool, l2: float, extra) -> jnp.ndarray:
   return (terms['bpr'] if with_bpr else 0.0) + l2 * terms['l2'] + sum(terms[k] for k in extra)
 
 
-def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransformation,
-               l2: float, axis_name: str | None = None, shard_sum=None, grad_norm_at=None):
+def train_step(state: TrainState, batch, rng, hparams, *, model, optimizer, l2: float,
+               axis_name: str | None = None, shard_sum=None, grad_norm_at=None):
   """One BPR step with the gradient-regularization gates (DESIGN 4, steps 1-4).
 
   batch: the sampler's arrays (weight [B] marks filler rows with 0). rng: this
   step's key, the same on every device; the model's 'dropout' stream comes
-  from it. The model's extra per-example `losses` (registry contract) are
+  from it. hparams: optim.HYPERPARAMETERS' float32 scalars, inputs rather than
+  constants so that one program serves a tuning grid; optimizer(hparams) is
+  the step's optax transformation (optim.create). The model's extra per-example `losses` (registry contract) are
   averaged like BPR and added to the loss; BPR itself is added unless
   `spec.bpr` is False (then it is only logged). Every term is a sum over rows
   divided by the batch's total weight, so the terms of a partition of the
@@ -161,7 +163,7 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
 
     metrics['dqn'], policy_grads = jax.value_and_grad(policy_loss)(state.params[POLICY])
     grads = {**grads, POLICY: jax.tree.map(jnp.add, grads[POLICY], policy_grads)}
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  updates, opt_state = optimizer(hparams).update(grads, state.opt_state, state.params)
   if grad_norm_at is None:
     metrics['grad_norm'] = optax.tree.norm(grads)
   else:
@@ -179,15 +181,16 @@ def train_step(state: TrainState, batch, rng, *, model, tx: optax.GradientTransf
   return new_state, metrics
 
 
-def make_train_step(model, tx, l2, axis_name=None, shard_sum=None, grad_norm_at=None):
-  return functools.partial(train_step, model=model, tx=tx, l2=l2, axis_name=axis_name,
+def make_train_step(model, optimizer, l2, axis_name=None, shard_sum=None, grad_norm_at=None):
+  """step(state, batch, rng, hparams); optimizer(hparams) -> optax.GradientTransformation."""
+  return functools.partial(train_step, model=model, optimizer=optimizer, l2=l2, axis_name=axis_name,
                            shard_sum=shard_sum, grad_norm_at=grad_norm_at)
 
 
 def scan_steps(step_fn, item_inputs=None, unroll: int = 1):
   """Several optimizer steps per device call (`train.steps_per_call`).
 
-  Returns call(state, batches, items, key, first_step) -> (state, metrics):
+  Returns call(state, batches, items, key, first_step, hparams) -> (state, metrics):
   a lax.scan of `step_fn` over batches stacked [n, B, ...]; metrics are
   stacked [n]. Step i uses the rng fold_in(key, first_step + i), exactly as one
   step per call does. `item_inputs(batch, items)` (sampler.device_item_inputs)
@@ -196,12 +199,12 @@ def scan_steps(step_fn, item_inputs=None, unroll: int = 1):
   the batches carry model-ready inputs. `unroll` steps per loop iteration
   (scan_unroll).
   """
-  def call(state, batches, items, key, first_step):
+  def call(state, batches, items, key, first_step, hparams):
     def one(state, xs):
       i, batch = xs
       if item_inputs is not None:
         batch = item_inputs(batch, items)
-      return step_fn(state, batch, jax.random.fold_in(key, first_step + i))
+      return step_fn(state, batch, jax.random.fold_in(key, first_step + i), hparams)
     n = jax.tree.leaves(batches)[0].shape[0]
     if n == 1:
       # No loop for one step: XLA:CPU runs a ResNet's convolutions inside a

@@ -75,10 +75,11 @@ def measure(data_dir: str, model: str, steps: int, evaluate: bool, eval_users: i
   net = train.build_model(c, data)
   t = c.train
   sampler = sampler_lib.sampler_for(data, int(t.batch_size), int(t.seed))
-  tx = optim.create(t, sampler.steps_per_epoch, frozen=net.spec.frozen)
-  state = train_step.create_state(net, tx, sampler_lib.with_item_inputs(next(sampler.batches(0)), data),
+  optimizer = functools.partial(optim.create, t, sampler.steps_per_epoch, frozen=net.spec.frozen)
+  hparams = optim.hyperparameters(t)
+  state = train_step.create_state(net, optimizer(), sampler_lib.with_item_inputs(next(sampler.batches(0)), data),
                                   int(t.seed))
-  call = train_step.scan_steps(train_step.make_train_step(net, tx, float(t.l2)), functools.partial(
+  call = train_step.scan_steps(train_step.make_train_step(net, optimizer, float(t.l2)), functools.partial(
       sampler_lib.device_item_inputs, modality=data.items.modality), train_step.scan_unroll(net.spec))
   runner = parallel.JitRunner(call, parallel.make_mesh())
   per_call = train_step.steps_per_call(int(t.steps_per_call), net.spec, sampler.steps_per_epoch)
@@ -92,7 +93,7 @@ def measure(data_dir: str, model: str, steps: int, evaluate: bool, eval_users: i
   key = jax.random.key(0)
   first, batches = next(calls)
   start = time.perf_counter()
-  state, m = runner.step(state, runner.put_batch(batches), items, key, first)
+  state, m = runner.step(state, runner.put_batch(batches), items, key, first, hparams)
   jax.block_until_ready(m)
   out['compile_seconds'] = time.perf_counter() - start
   done, start = 0, time.perf_counter()
@@ -100,7 +101,7 @@ def measure(data_dir: str, model: str, steps: int, evaluate: bool, eval_users: i
     first, batches = next(calls)
     if len(batches['weight']) < per_call:
       continue
-    state, m = runner.step(state, runner.put_batch(batches), items, key, first)
+    state, m = runner.step(state, runner.put_batch(batches), items, key, first, hparams)
     done += per_call
   jax.block_until_ready(m)
   out['train_examples_per_second'] = done * int(t.batch_size) / (time.perf_counter() - start)

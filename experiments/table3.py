@@ -6,7 +6,8 @@ Base (CI, TA, GR, PI off: MF(Image) / VBPR), +CI, +CI+TA, +CI+TA+GR and
 +CI+TA+GR+PI (CIERec), each for the MF and VBPR backbones, on the paper's
 user partition; the full rows also with annotations withheld at test. Writes
 table3.md / table3.csv. Sharing --workdir with table2 reuses its Base and
-CIERec runs.
+CIERec runs. --rows runs some of the rows (their labels), for instance to add
+one to a root that holds the others.
 """
 
 import os
@@ -22,6 +23,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py', 'Datas
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/paper', 'Root of the runs and tables.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Training seeds per row.')
 _BACKBONES = flags.DEFINE_list('backbones', list(paper_rows.BACKBONES), 'Backbones to run.')
+_ROWS = flags.DEFINE_list('rows', [label for label, _ in paper_rows.ROWS], 'Rows to run (their labels).')
 _QUICK = flags.DEFINE_bool('quick', False, 'One seed, one epoch: a smoke run.')
 SUBSETS = ('cold', 'warm', 'all')
 
@@ -31,11 +33,15 @@ def main(_):
   backbones = tuple(_BACKBONES.value)
   if set(backbones) - set(paper_rows.BACKBONES):
     raise app.UsageError(f'--backbones={_BACKBONES.value}: expected some of {paper_rows.BACKBONES}')
-  entries = paper_rows.ablation_runs(_CONFIG.value, seeds, backbones)
+  labels = [label for label, _ in paper_rows.ROWS]
+  if not _ROWS.value or set(_ROWS.value) - set(labels):
+    raise app.UsageError(f'--rows={",".join(_ROWS.value)}: expected some of {",".join(labels)}')
+  rows = [(label, flags_) for label, flags_ in paper_rows.ROWS if label in _ROWS.value]
+  entries = paper_rows.ablation_runs(_CONFIG.value, seeds, backbones, rows)
   results = grid.run_grid(_CONFIG.value, [run for *_, run in entries], _WORKDIR.value, quick=_QUICK.value)
   header = ['row'] + [f'{b.upper()} {s.capitalize()} R@10' for b in backbones for s in SUBSETS]
   table = []
-  for label, _ in paper_rows.ROWS:
+  for label, _ in rows:
     for split, suffix in (('test', ''), ('test_withheld', paper_rows.WITHHELD)):
       mine = {b: [results[run] for bb, lab, run in entries if (bb, lab) == (b, label)]
               for b in backbones}

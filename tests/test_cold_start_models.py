@@ -285,8 +285,10 @@ def test_batch_wide_terms_match_one_device_under_pmap(name):
 def test_bpr_is_logged_but_not_trained_when_the_spec_says_so():
   model = mh.make(modality='features', name='clcrec')
   batch = _batch()
-  tx = optim.create(default.get_config().train, 1, frozen=model.spec.frozen)
-  step = train_step.make_train_step(model, tx, l2=0.01)
-  m = jax.jit(lambda b, k: step(train_step.create_state(model, tx, b, 0), b, k)[1])(batch, jax.random.key(0))
+  t = default.get_config().train
+  optimizer = lambda hparams: optim.create(t, 1, hparams, frozen=model.spec.frozen)
+  step = train_step.make_train_step(model, optimizer, l2=0.01)
+  m = jax.jit(lambda b, k, h: step(train_step.create_state(model, optimizer(h), b, 0), b, k, h)[1])(
+      batch, jax.random.key(0), optim.hyperparameters(t))
   assert float(m['bpr']) > 0
   np.testing.assert_allclose(m['loss'], 0.01 * m['l2'] + m['item_content'] + m['user_item'], rtol=1e-6)

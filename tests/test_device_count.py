@@ -22,13 +22,13 @@ def _one_epoch(c, data, devices):
   """One epoch of the jitted step on a mesh of `devices`; returns the final state."""
   model = train.build_model(c, data)
   sampler = sampler_lib.sampler_for(data, c.train.batch_size, c.train.seed)
-  tx = optim.create(c.train, sampler.steps_per_epoch)
-  state = train_step.create_state(model, tx, sampler_lib.with_item_inputs(next(sampler.batches(0)), data),
+  optimizer = functools.partial(optim.create, c.train, sampler.steps_per_epoch)
+  state = train_step.create_state(model, optimizer(), sampler_lib.with_item_inputs(next(sampler.batches(0)), data),
                                   c.train.seed)
   mesh = parallel.make_mesh(devices)
   shard_sum = parallel.ShardedSum(mesh, c.train.batch_shards, c.train.batch_size)
   # As train.py's host path: items sent raw (uint8), sharded, normalised in the step.
-  call = train_step.scan_steps(train_step.make_train_step(model, tx, c.train.l2, None, shard_sum),
+  call = train_step.scan_steps(train_step.make_train_step(model, optimizer, c.train.l2, None, shard_sum),
                                functools.partial(sampler_lib.device_item_inputs, modality=data.modality))
   runner = parallel.JitRunner(call, mesh)
   dstate = runner.put_state(jax.tree.map(np.array, state))  # a copy: the state is donated
@@ -38,7 +38,8 @@ def _one_epoch(c, data, devices):
   per_call = train_step.steps_per_call(0, model.spec, sampler.steps_per_epoch)
   for first, batches in sampler.calls(0, steps_per_call=per_call):
     batches = sampler_lib.with_item_inputs(batches, data, raw=True)
-    dstate, _ = runner.step(dstate, runner.put_batch(batches), None, key, first)
+    dstate, _ = runner.step(dstate, runner.put_batch(batches), None, key, first,
+                            optim.hyperparameters(c.train))
   return model, jax.device_get(dstate)
 
 

@@ -56,14 +56,14 @@ def test_state_is_judged_by_its_probe_loss_once_per_step():
 
 @pytest.mark.parametrize('mode', ['jit', 'pmap'])
 def test_probe_loss_leaves_the_donated_state_intact(mode):
-  def call(state, batches, items, key, first_step):  # one step per call, as the runners expect
-    del items, key, first_step
+  def call(state, batches, items, key, first_step, hparams):  # one step per call, as the runners expect
+    del items, key, first_step, hparams
     return {'w': state['w'] * 2}, {'loss': (jnp.sum(state['w']) + jnp.sum(batches['x']) * 0)[None]}
 
   runner = parallel.PmapRunner(call) if mode == 'pmap' else parallel.JitRunner(call, parallel.make_mesh())
   batch = runner.put_batch({'x': np.ones((1, 4, 1), np.float32)})
-  dstate, _ = runner.step(runner.put_state({'w': np.ones(3, np.float32)}), batch, None, jax.random.key(0), 0)
-  assert divergence.probe_loss(runner, dstate, batch, None, jax.random.key(0)) == 6.0
+  dstate, _ = runner.step(runner.put_state({'w': np.ones(3, np.float32)}), batch, None, jax.random.key(0), 0, {})
+  assert divergence.probe_loss(runner, dstate, batch, None, jax.random.key(0), {}) == 6.0
   np.testing.assert_array_equal(runner.get_state(dstate)['w'], [2.0, 2.0, 2.0])  # not donated away
 
 

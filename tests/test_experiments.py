@@ -82,16 +82,36 @@ def _check_table2(root):
   assert open(root / 'table2.md').read().startswith('| model | Cold R@10')
 
 
+def test_table3_rows_are_every_ablation_for_every_backbone_and_build_their_models():
+  """The rows --quick skips below (+TA, +GR) are CIERec with some flags off:
+  each builds its model (the parameters its flags imply), for both backbones."""
+  from tests import model_helpers  # pylint: disable=g-import-not-at-top
+  labels = [label for label, _ in paper_rows.ROWS]
+  assert labels == ['Base', 'Base+CI', 'Base+CI+TA', 'Base+CI+TA+GR', 'Base+CI+TA+GR+PI']
+  runs = paper_rows.ablation_runs(default.get_config(), 1)
+  assert [(b, label) for b, label, _ in runs] == [(b, label) for b in paper_rows.BACKBONES for label in labels]
+  for backbone, label, run in runs:
+    model = {k.split('.')[1]: v for k, v in run.overrides if k.startswith('model.')}
+    params = model_helpers.shapes(model_helpers.make(modality='features', **model), model_helpers.batch(
+        modality='features'))['params']
+    assert ('inference' in params) == ('CI' in label), (backbone, label)  # the content inference module
+    assert ('policy' in params) == ('GR' in label), (backbone, label)
+
+
 def test_table3_and_fig3_quick(tmp_path, pretrained_encoder):
-  """The MF backbone's rows (VBPR's take the same path); Base and the full row
-  are Table II's MF(Image) and CIERec(MF) runs, shared through the root. In the
-  paper's setting: Base reads pre-extracted features, the CI rows train the
-  pretrained ResNet18."""
+  """The MF backbone's Base, Base+CI and full rows (the ones Fig. 3 reads; the
+  others are the same script with other flags, checked above); Base and the
+  full row are Table II's MF(Image) and CIERec(MF) runs, shared through the
+  root. In the paper's setting: Base reads pre-extracted features, the CI rows
+  train the pretrained ResNet18."""
   encoder = f'--config.model.encoder_init={pretrained_encoder}'
-  out = _run('table3', tmp_path / 'runs', tmp_path / 'data', '--backbones=mf', encoder)
-  assert '[5/5]' in out
+  bad = _module('table3', '--rows=Base,Base+TA')
+  assert bad.returncode != 0 and '--rows=Base,Base+TA: expected some of Base,Base+CI,' in bad.stderr
+  out = _run('table3', tmp_path / 'runs', tmp_path / 'data', '--backbones=mf', encoder,
+             '--rows=Base,Base+CI,Base+CI+TA+GR+PI')
+  assert '[3/3]' in out
   rows = _csv(tmp_path / 'runs' / 'table3.csv')
-  assert [r[0] for r in rows[1:]] == ['Base', 'Base+CI', 'Base+CI+TA', 'Base+CI+TA+GR', 'Base+CI+TA+GR+PI',
+  assert [r[0] for r in rows[1:]] == ['Base', 'Base+CI', 'Base+CI+TA+GR+PI',
                                       'Base+CI+TA+GR+PI, annotations withheld']
   assert rows[0] == ['row', 'MF Cold R@10', 'MF Warm R@10', 'MF All R@10']
   assert all(_is_mean_std(c) for r in rows[1:] for c in r[1:])
@@ -103,7 +123,7 @@ def test_table3_and_fig3_quick(tmp_path, pretrained_encoder):
   assert again.count('done before, skipped') == 2
   table2 = {r[0]: r for r in _csv(tmp_path / 'runs' / 'table2.csv')}
   assert [table2['MF(Image)'][c] for c in (1, 3, 5)] == rows[1][1:]  # Base is MF(Image)
-  assert [table2['CIERec(MF)'][c] for c in (1, 3, 5)] == rows[5][1:]
+  assert [table2['CIERec(MF)'][c] for c in (1, 3, 5)] == rows[3][1:]
   # fig3 in the same root reuses the table's Base, Base+CI and full CIERec(MF) runs.
   out = _run('fig3', tmp_path / 'runs', tmp_path / 'data', '--users=3', encoder)
   assert out.count('done before, skipped') == 3

@@ -1,11 +1,14 @@
 """The partitioned optimiser: Adam on the policy subtree, Adagrad elsewhere."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from cierec_jax import optim
+from cierec_jax import train_step
 from tests import model_helpers as mh
 
 
@@ -78,3 +81,29 @@ def test_weight_l2_adds_its_gradient_to_kernels_only():
   assert kinds == {True, False}
   off = optim.create(_train(), 3)
   assert not any(np.any(np.asarray(u)) for u in jax.tree.leaves(jax.jit(off.update)(zeros, off.init(params), params)[0]))
+
+
+def test_one_program_serves_every_rate_and_penalty():
+  """The step takes optim.HYPERPARAMETERS as inputs: one program (the same
+  lowered text) for every lr, dqn_lr and weight_l2 > 0 of a tuning grid. The
+  optimiser gives the same numbers with the values as inputs as with them
+  compiled in, and uses them: Adam's rate on the policies, Adagrad's on the
+  rest, the penalty on kernels."""
+  model = mh.make(modality='features')  # CIERec: Adagrad, the policies' Adam, kernels
+  batch = mh.batch(8, modality='features')
+  t = _train(weight_l2=0.1)
+  state = train_step.create_state(model, optim.create(t, 3), batch, 0)
+  step = jax.jit(train_step.make_train_step(model, functools.partial(optim.create, t, 3), 1e-4))
+  grid = [optim.hyperparameters(_train(lr=lr, dqn_lr=dqn, weight_l2=w))
+          for lr, dqn, w in ((0.1, 0.003, 0.1), (0.02, 0.01, 0.5), (1e-4, 1e-3, 1e-3))]
+  assert len({step.lower(state, batch, jax.random.key(0), h).as_text() for h in grid}) == 1
+  # Everything but the values is an argument: XLA would fold an update of constants.
+  args = (jax.tree.map(lambda p: jnp.full_like(p, 0.5), state.params), state.opt_state, state.params)
+  as_inputs = jax.jit(lambda h, *args: optim.create(t, 3, h).update(*args)[0])
+  as_constants = jax.jit(lambda *args: optim.create(t, 3).update(*args)[0])
+  for a, b in zip(jax.tree.leaves(as_inputs(optim.hyperparameters(t), *args)),
+                  jax.tree.leaves(as_constants(*args))):
+    np.testing.assert_array_equal(a, b)
+  a, b = as_inputs(grid[0], *args), as_inputs(grid[1], *args)
+  for top in ('policy', 'user_embed', 'encoder'):
+    assert not any(np.allclose(x, y) for x, y in zip(jax.tree.leaves(a[top]), jax.tree.leaves(b[top]))), top

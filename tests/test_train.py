@@ -3,6 +3,7 @@
 Divergence, bad configs and busy workdirs: tests/test_fault_matrix.py.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -118,17 +119,18 @@ def _short(data_dir, parallel, devices):
   model = train.build_model(c, data)
   step_model = train.build_model(c, data, par.AXIS) if parallel == 'pmap' else model
   s = sampler_lib.sampler_for(data, 32, 0)
-  tx = optim.create(c.train, s.steps_per_epoch)
+  optimizer = functools.partial(optim.create, c.train, s.steps_per_epoch)
   batches = [sampler_lib.with_item_inputs(b, data) for b in s.batches(0)][:3]
-  state = train_step.create_state(model, tx, batches[0], 0)
+  state = train_step.create_state(model, optimizer(), batches[0], 0)
   fn = train_step.scan_steps(
-      train_step.make_train_step(step_model, tx, c.train.l2, par.AXIS if parallel == 'pmap' else None))
+      train_step.make_train_step(step_model, optimizer, c.train.l2, par.AXIS if parallel == 'pmap' else None))
   runner = par.PmapRunner(fn, devices) if parallel == 'pmap' else par.JitRunner(fn, par.make_mesh(devices))
   st = runner.put_state(state)
   losses = []
   for i, b in enumerate(batches):
     stacked = {k: v[None] for k, v in b.items()}
-    st, m = runner.step(st, runner.put_batch(stacked), None, jax.random.key(0), i)
+    st, m = runner.step(st, runner.put_batch(stacked), None, jax.random.key(0), i,
+                        optim.hyperparameters(c.train))
     losses.append(float(m['loss'][0]))
   params = flax.traverse_util.flatten_dict(jax.device_get(runner.get_state(st).params), sep='/')
   return np.array(losses), params
@@ -235,20 +237,23 @@ def test_one_call_of_several_steps_equals_single_steps():
   from tests import model_helpers  # pylint: disable=g-import-not-at-top
   model = model_helpers.make(modality='features')
   batches = [model_helpers.batch(8, modality='features', seed=s) for s in range(4)]
-  tx = optim.create(tiny.config('unused').train, 4)
-  state = jax.device_get(train_step.create_state(model, tx, batches[0], 0))  # host: calls donate it
-  # Unrolled, as calls of encoder-free models run (train_step.scan_unroll).
+  t = tiny.config('unused').train
+  optimizer, hparams = functools.partial(optim.create, t, 4), optim.hyperparameters(t)
+  state = jax.device_get(train_step.create_state(model, optimizer(), batches[0], 0))  # host: calls donate it
+  # Two steps per loop iteration: the state carries across unrolled steps (as
+  # encoder-free models' calls run, train_step.scan_unroll) and across iterations.
+  # (The test took 29 s with four unrolled steps, 24 s with two.)
   assert train_step.scan_unroll(model.spec) == 1
   assert train_step.scan_unroll(model_helpers.make(modality='features', name='mf').spec) == 4
-  runner = par.JitRunner(train_step.scan_steps(train_step.make_train_step(model, tx, 1e-4), unroll=4),
+  runner = par.JitRunner(train_step.scan_steps(train_step.make_train_step(model, optimizer, 1e-4), unroll=2),
                          par.make_mesh(jax.devices()[:1]))
   stack = lambda bs: runner.put_batch({k: np.stack([b[k] for b in bs]) for k in bs[0]})
   key = jax.random.key(3)
   single, losses = runner.put_state(state), []
   for i, b in enumerate(batches):
-    single, m = runner.step(single, stack([b]), None, key, 10 + i)
+    single, m = runner.step(single, stack([b]), None, key, 10 + i, hparams)
     losses.append(m)
-  calls, m4 = runner.step(runner.put_state(state), stack(batches), None, key, 10)
+  calls, m4 = runner.step(runner.put_state(state), stack(batches), None, key, 10, hparams)
   for k in ('loss', 'action_v', 'action_s', 'dqn'):
     np.testing.assert_allclose(m4[k], np.concatenate([m[k] for m in losses]), rtol=1e-5, err_msg=k)
   flat = lambda s: flax.traverse_util.flatten_dict(jax.device_get(s.params), sep='/')
@@ -257,9 +262,9 @@ def test_one_call_of_several_steps_equals_single_steps():
   np.testing.assert_allclose(calls.policy_state, single.policy_state, rtol=1e-5)
   # One step per call (image models) runs without a loop: XLA:CPU runs convolutions
   # inside a loop body ~13x slower.
-  call = train_step.scan_steps(lambda st, b, k: (st + b['x'].sum(), {'x': b['x'].sum()}))
+  call = train_step.scan_steps(lambda st, b, k, h: (st + b['x'].sum(), {'x': b['x'].sum()}))
   loops = lambda n: {e.primitive.name for e in jax.make_jaxpr(call)(
-      0.0, {'x': np.ones((n, 3), np.float32)}, None, key, 0).eqns}
+      0.0, {'x': np.ones((n, 3), np.float32)}, None, key, 0, {}).eqns}
   assert 'scan' not in loops(1) and 'scan' in loops(2)
 
 
