@@ -86,13 +86,14 @@ def train_step(state: TrainState, batch, rng, hparams, *, model, optimizer, l2: 
   step's key, the same on every device; the model's 'dropout' stream comes
   from it. hparams: optim.HYPERPARAMETERS' float32 scalars, inputs rather than
   constants so that one program serves a tuning grid; optimizer(hparams) is
-  the step's optax transformation (optim.create). The model's extra per-example `losses` (registry contract) are
-  averaged like BPR and added to the loss; BPR itself is added unless
-  `spec.bpr` is False (then it is only logged). Every term is a sum over rows
-  divided by the batch's total weight, so the terms of a partition of the
-  batch add up to the batch's: under pmap (`axis_name`) psum adds the
-  devices' parts; `shard_sum` (a `parallel.ShardedSum`) adds fixed shards'
-  parts in a fixed order, each shard with its own BatchNorm statistics.
+  the step's optax transformation (optim.create). The model's extra
+  per-example `losses` (registry contract) are averaged like BPR and added to
+  the loss; BPR itself is added unless `spec.bpr` is False (then it is only
+  logged). Every term is a sum over rows divided by the batch's total weight,
+  so the terms of a partition of the batch add up to the batch's: under pmap
+  (`axis_name`) psum adds the devices' parts; `shard_sum` (a
+  `parallel.ShardedSum`) adds fixed shards' parts in a fixed order, each
+  shard with its own BatchNorm statistics.
   grad_norm_at(steps_done) -> bool: the steps whose gradient norm is
   measured (None: all); the others log NaN. Returns (new state, metrics of scalars).
   """

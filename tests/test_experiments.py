@@ -89,7 +89,8 @@ def test_table3_rows_are_every_ablation_for_every_backbone_and_build_their_model
   labels = [label for label, _ in paper_rows.ROWS]
   assert labels == ['Base', 'Base+CI', 'Base+CI+TA', 'Base+CI+TA+GR', 'Base+CI+TA+GR+PI']
   runs = paper_rows.ablation_runs(default.get_config(), 1)
-  assert [(b, label) for b, label, _ in runs] == [(b, label) for b in paper_rows.BACKBONES for label in labels]
+  assert [(b, label) for b, label, _ in runs] == [(b, label) for b in paper_rows.BACKBONES
+                                                 for label in labels]
   for backbone, label, run in runs:
     model = {k.split('.')[1]: v for k, v in run.overrides if k.startswith('model.')}
     params = model_helpers.shapes(model_helpers.make(modality='features', **model), model_helpers.batch(
