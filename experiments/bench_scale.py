@@ -77,8 +77,8 @@ def measure(data_dir: str, model: str, steps: int, evaluate: bool, eval_users: i
   sampler = sampler_lib.sampler_for(data, int(t.batch_size), int(t.seed))
   optimizer = functools.partial(optim.create, t, sampler.steps_per_epoch, frozen=net.spec.frozen)
   hparams = optim.hyperparameters(t)
-  state = train_step.create_state(net, optimizer(), sampler_lib.with_item_inputs(next(sampler.batches(0)), data),
-                                  int(t.seed))
+  example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
+  state = train_step.create_state(net, optimizer(), example, int(t.seed))
   call = train_step.scan_steps(train_step.make_train_step(net, optimizer, float(t.l2)), functools.partial(
       sampler_lib.device_item_inputs, modality=data.items.modality), train_step.scan_unroll(net.spec))
   runner = parallel.JitRunner(call, parallel.make_mesh())

@@ -23,8 +23,9 @@ def _one_epoch(c, data, devices):
   model = train.build_model(c, data)
   sampler = sampler_lib.sampler_for(data, c.train.batch_size, c.train.seed)
   optimizer = functools.partial(optim.create, c.train, sampler.steps_per_epoch)
-  state = train_step.create_state(model, optimizer(), sampler_lib.with_item_inputs(next(sampler.batches(0)), data),
-                                  c.train.seed)
+  hparams = optim.hyperparameters(c.train)
+  example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
+  state = train_step.create_state(model, optimizer(), example, c.train.seed)
   mesh = parallel.make_mesh(devices)
   shard_sum = parallel.ShardedSum(mesh, c.train.batch_shards, c.train.batch_size)
   # As train.py's host path: items sent raw (uint8), sharded, normalised in the step.
@@ -38,8 +39,7 @@ def _one_epoch(c, data, devices):
   per_call = train_step.steps_per_call(0, model.spec, sampler.steps_per_epoch)
   for first, batches in sampler.calls(0, steps_per_call=per_call):
     batches = sampler_lib.with_item_inputs(batches, data, raw=True)
-    dstate, _ = runner.step(dstate, runner.put_batch(batches), None, key, first,
-                            optim.hyperparameters(c.train))
+    dstate, _ = runner.step(dstate, runner.put_batch(batches), None, key, first, hparams)
   return model, jax.device_get(dstate)
 
 
