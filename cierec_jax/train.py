@@ -230,24 +230,45 @@ def shard_sum(t, mesh, spec, pmap: bool):
   return parallel.ShardedSum(mesh, shards, int(t.batch_size))
 
 
+def make_runner(config, data, model, steps_per_epoch: int, devices=None, grad_norm_at=None):
+  """(runner, optimizer): the train program of config.train on `devices` (None:
+  all), jit or pmap by train.parallel, as train_and_evaluate runs it; the
+  runner's calls take batches with raw items (sampler.with_item_inputs(...,
+  raw=True)) or, given put_items' tables, without. optimizer(hparams) is the
+  step's optax transformation; optimizer() the initial state's."""
+  t = config.train
+  pmap = t.parallel == 'pmap'
+  mesh = parallel.make_mesh(devices)
+  step_model = build_model(config, data, parallel.AXIS) if pmap else model
+  optimizer = functools.partial(optim.create, t, steps_per_epoch, frozen=model.spec.frozen)
+  step_fn = step_lib.make_train_step(step_model, optimizer, float(t.l2), parallel.AXIS if pmap else None,
+                                     shard_sum(t, mesh, model.spec, pmap), grad_norm_at)
+  call_fn = step_lib.scan_steps(
+      step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.items.modality),
+      step_lib.scan_unroll(model.spec))
+  runner = parallel.PmapRunner(call_fn, devices) if pmap else parallel.JitRunner(call_fn, mesh)
+  return runner, optimizer
+
+
 def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -> dict:
   t = config.train
   out = report.RunOutputs(workdir, parallel.is_writer())
   data = load.load(config)
   model = build_model(config, data)
   data = features_lib.for_model(config, data, model.spec)  # pre-extracted, if it reads them
-  pmap = t.parallel == 'pmap'
-  step_model = build_model(config, data, parallel.AXIS) if pmap else model
-  mesh = parallel.make_mesh(devices)
-  if pmap:
+  if t.parallel == 'pmap':
     num_devices = len(devices) if devices is not None else jax.local_device_count() * jax.process_count()
   else:
-    num_devices = mesh.devices.size
+    num_devices = parallel.make_mesh(devices).devices.size
   parallel.check_batch(int(t.batch_size), num_devices)
   sampler = sampler_lib.sampler_for(data, int(t.batch_size), int(t.seed), jax.process_index(),
                                     jax.process_count())
   spe, epochs = sampler.steps_per_epoch, int(t.epochs)
-  optimizer = functools.partial(optim.create, t, spe, frozen=model.spec.frozen)  # hparams -> tx
+  ends_record = record_ends(t, spe)  # where records are written and the gradient norm measured
+  # When every step ends a record the step measures the norm unconditionally, so
+  # its program does not depend on the checkpoint and halt steps.
+  norm_at = None if int(t.log_every_steps) <= 1 else ends_record
+  runner, optimizer = make_runner(config, data, model, spe, devices, norm_at)
   tx, hparams = optimizer(), optim.hyperparameters(t)
 
   # Checkpoints are saved and restored by every process together; process 0
@@ -277,16 +298,6 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   out.truncate_after(latest or 0)  # lines of an unsaved past, and the final test line
   out.json('config.json', config.to_dict())
 
-  ends_record = record_ends(t, spe)  # where records are written and the gradient norm measured
-  # When every step ends a record the step measures the norm unconditionally, so
-  # its program does not depend on the checkpoint and halt steps.
-  norm_at = None if int(t.log_every_steps) <= 1 else ends_record
-  step_fn = step_lib.make_train_step(step_model, optimizer, float(t.l2), parallel.AXIS if pmap else None,
-                                     shard_sum(t, mesh, model.spec, pmap), norm_at)
-  call_fn = step_lib.scan_steps(
-      step_fn, functools.partial(sampler_lib.device_item_inputs, modality=data.items.modality),
-      step_lib.scan_unroll(model.spec))
-  runner = parallel.PmapRunner(call_fn, devices) if pmap else parallel.JitRunner(call_fn, mesh)
   per_call = step_lib.steps_per_call(int(t.steps_per_call), model.spec, spe)
   tables = sampler_lib.device_item_tables(data, float(t.device_items_max_mb) * 2**20)
   items = None if tables is None else runner.put_items(tables)  # else gathered on the host

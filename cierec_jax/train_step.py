@@ -60,6 +60,15 @@ def create_state(model, tx: optax.GradientTransformation, example_batch, seed: i
   return init(jax.random.key(seed), example_batch)
 
 
+def global_norm(tree) -> jnp.ndarray:
+  """sqrt of the sum of every leaf's squares, as one reduction over the
+  concatenated leaves: optax.tree.norm reduces leaf by leaf, and XLA:CPU compiles
+  a kernel per leaf (the tiny CIERec step: 87 of its 1,029 kernels; its compile
+  15.2-16.5 -> 13.9 s). Returns a float32 scalar; equals optax.tree.norm up to
+  the summation order."""
+  return jnp.sqrt(jnp.sum(jnp.concatenate([jnp.ravel(jnp.square(x)) for x in jax.tree.leaves(tree)])))
+
+
 def bpr(diff):
   """-log sigmoid(diff), elementwise."""
   return -jax.nn.log_sigmoid(diff)
@@ -166,11 +175,11 @@ def train_step(state: TrainState, batch, rng, hparams, *, model, optimizer, l2: 
     grads = {**grads, POLICY: jax.tree.map(jnp.add, grads[POLICY], policy_grads)}
   updates, opt_state = optimizer(hparams).update(grads, state.opt_state, state.params)
   if grad_norm_at is None:
-    metrics['grad_norm'] = optax.tree.norm(grads)
+    metrics['grad_norm'] = global_norm(grads)
   else:
     # Only where it is logged: on MF's step the norm, reading every table
     # again, costs ~15% of the step.
-    metrics['grad_norm'] = jax.lax.cond(grad_norm_at(state.step + 1), optax.tree.norm,
+    metrics['grad_norm'] = jax.lax.cond(grad_norm_at(state.step + 1), global_norm,
                                         lambda _: jnp.full((), jnp.nan, jnp.float32), grads)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             opt_state=opt_state, batch_stats=batch_stats)

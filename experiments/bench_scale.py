@@ -17,7 +17,6 @@ it prints:
 """
 
 import dataclasses
-import functools
 import itertools
 import json
 import os
@@ -75,13 +74,10 @@ def measure(data_dir: str, model: str, steps: int, evaluate: bool, eval_users: i
   net = train.build_model(c, data)
   t = c.train
   sampler = sampler_lib.sampler_for(data, int(t.batch_size), int(t.seed))
-  optimizer = functools.partial(optim.create, t, sampler.steps_per_epoch, frozen=net.spec.frozen)
+  runner, optimizer = train.make_runner(c, data, net, sampler.steps_per_epoch)
   hparams = optim.hyperparameters(t)
   example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
   state = train_step.create_state(net, optimizer(), example, int(t.seed))
-  call = train_step.scan_steps(train_step.make_train_step(net, optimizer, float(t.l2)), functools.partial(
-      sampler_lib.device_item_inputs, modality=data.items.modality), train_step.scan_unroll(net.spec))
-  runner = parallel.JitRunner(call, parallel.make_mesh())
   per_call = train_step.steps_per_call(int(t.steps_per_call), net.spec, sampler.steps_per_epoch)
   tables = sampler_lib.device_item_tables(data, float(t.device_items_max_mb) * 2**20)
   items = None if tables is None else runner.put_items(tables)

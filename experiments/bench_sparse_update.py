@@ -26,8 +26,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from cierec_jax import train_step
 from experiments import yardstick
 
 _ROUNDS = flags.DEFINE_integer('rounds', 2, 'Measurements of each form, interleaved.')
@@ -68,7 +68,7 @@ def dense_step(carry, batch, log_norm=False):
   g = grads(params, batch)
   new = {k: adagrad(g[k], acc[k]) for k in params}
   carry = ({k: params[k] + new[k][1] * -LR for k in params}, {k: new[k][0] for k in params})
-  return carry, optax.tree.norm(g) if log_norm else None  # the norm train_step logs
+  return carry, train_step.global_norm(g) if log_norm else None  # the norm train_step logs
 
 
 def rows_step(carry, batch, in_place=True):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from cierec_jax import optim
 from cierec_jax import train_step
@@ -107,3 +108,14 @@ def test_one_program_serves_every_rate_and_penalty():
   a, b = as_inputs(grid[0], *args), as_inputs(grid[1], *args)
   for top in ('policy', 'user_embed', 'encoder'):
     assert not any(np.allclose(x, y) for x, y in zip(jax.tree.leaves(a[top]), jax.tree.leaves(b[top]))), top
+
+
+def test_global_norm_is_optax_tree_norm_in_one_reduction():
+  rng = np.random.default_rng(0)
+  tree = {'table': rng.normal(size=(150, 8)), 'conv': {'kernel': rng.normal(size=(3, 3, 4, 4)) * 1e-3,
+                                                       'scale': np.float32(2.0)}}
+  tree = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+  np.testing.assert_allclose(train_step.global_norm(tree), optax.tree.norm(tree), rtol=1e-6)
+  # One reduce for the whole tree, not one per leaf (what XLA:CPU compiles a kernel for).
+  reduces = [e for e in jax.make_jaxpr(train_step.global_norm)(tree).eqns if e.primitive.name == 'reduce_sum']
+  assert len(reduces) == 1

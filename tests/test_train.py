@@ -40,12 +40,20 @@ def _final_params(workdir):
 
 
 def test_stopped_run_resumes_to_the_same_result(tmp_path):
+  """Also checks the full run's outputs (_check_outputs), and the halted run's
+  steps against 1 device and pmap (_check_parallel_modes_agree): the 4-device
+  program is compiled once for the three."""
   data_dir = str(tmp_path / 'data')
-  full = train.train_and_evaluate(_config(data_dir), str(tmp_path / 'full'))
+  c = _config(data_dir)
+  c.eval.dump = True  # the dump changes nothing the resumed run is compared on
+  full = train.train_and_evaluate(c, str(tmp_path / 'full'))
+  _check_outputs(tmp_path / 'full', full, c)
   steps = full['steps']
-  halted = train.train_and_evaluate(_config(data_dir, halt_after_steps=steps // 2 + 1), str(tmp_path / 'cut'))
-  assert halted == {'halted_at_step': steps // 2 + 1}
+  halt = 3  # inside the first epoch, whose end the resumed run must still reach
+  halted = train.train_and_evaluate(_config(data_dir, halt_after_steps=halt), str(tmp_path / 'cut'))
+  assert halted == {'halted_at_step': halt}
   assert not os.path.exists(tmp_path / 'cut' / 'results.json')
+  _check_parallel_modes_agree(data_dir, tmp_path, halt, _final_params(str(tmp_path / 'cut')))
   resumed = train.train_and_evaluate(_config(data_dir), str(tmp_path / 'cut'))
   untimed = lambda r: {k: v for k, v in r.items() if k not in ('seconds', 'users_per_second', 'compile_seconds')}
   assert untimed(resumed['test']) == untimed(full['test'])
@@ -67,12 +75,10 @@ def test_stopped_run_resumes_to_the_same_result(tmp_path):
     train.train_and_evaluate(c, str(tmp_path / 'cut'))
 
 
-def test_run_writes_its_outputs(tmp_path):
-  c = _config(str(tmp_path / 'data'))
-  c.eval.dump = True
-  res = train.train_and_evaluate(c, str(tmp_path / 'run'))
+def _check_outputs(workdir, res, c):
+  """A two-epoch CIERec run's files, results and metric dump (c.eval.dump)."""
   for f in ('config.json', 'metrics.jsonl', 'results.json', 'curves.png'):
-    assert os.path.exists(tmp_path / 'run' / f), f
+    assert os.path.exists(workdir / f), f
   for key in ('dataset', 'wall_seconds', 'train_examples_per_second', 'eval_users_per_second', 'devices'):
     assert key in res, key
   assert res['devices']['count'] == jax.device_count()
@@ -83,11 +89,10 @@ def test_run_writes_its_outputs(tmp_path):
   assert res['stopped_by'] == 'epochs' and res['epochs_trained'] == 2
   # The dump recomputes the reported test metrics independently (numpy only).
   from cierec_jax import metrics  # pylint: disable=g-import-not-at-top
-  per_repeat = []
   for subset in ('cold', 'cold_item'):
     per_repeat = []
     for rep in range(c.eval.repeats):
-      z = np.load(tmp_path / 'run' / 'dump' / 'test' / f'{subset}_repeat{rep}.npz')
+      z = np.load(workdir / 'dump' / 'test' / f'{subset}_repeat{rep}.npz')
       r, _, n = metrics.ranking_metrics(z['scores'], z['labels'], z['valid'], (10,))
       r, n = np.asarray(r), np.asarray(n)
       per_repeat.append(r[n > 0, 0].mean())
@@ -109,35 +114,14 @@ def test_patience_stops_a_run_that_no_longer_improves(tmp_path):
   assert again['epochs_trained'] == 3 and valid_epochs() == [1, 2, 3]
 
 
-def _short(data_dir, parallel, devices):
-  """3 steps of the full model; returns (losses, params)."""
-  c = tiny.config(data_dir)
-  c.train.parallel = parallel
-  from cierec_jax import optim, parallel as par, train_step  # pylint: disable=g-import-not-at-top
-  from cierec_jax.data import load, sampler as sampler_lib  # pylint: disable=g-import-not-at-top
-  data = load.load(c)
-  model = train.build_model(c, data)
-  step_model = train.build_model(c, data, par.AXIS) if parallel == 'pmap' else model
-  s = sampler_lib.sampler_for(data, 32, 0)
-  optimizer = functools.partial(optim.create, c.train, s.steps_per_epoch)
-  batches = [sampler_lib.with_item_inputs(b, data) for b in s.batches(0)][:3]
-  state = train_step.create_state(model, optimizer(), batches[0], 0)
-  fn = train_step.scan_steps(
-      train_step.make_train_step(step_model, optimizer, c.train.l2, par.AXIS if parallel == 'pmap' else None))
-  runner = par.PmapRunner(fn, devices) if parallel == 'pmap' else par.JitRunner(fn, par.make_mesh(devices))
-  st = runner.put_state(state)
-  losses = []
-  for i, b in enumerate(batches):
-    stacked = {k: v[None] for k, v in b.items()}
-    st, m = runner.step(st, runner.put_batch(stacked), None, jax.random.key(0), i,
-                        optim.hyperparameters(c.train))
-    losses.append(float(m['loss'][0]))
-  params = flax.traverse_util.flatten_dict(jax.device_get(runner.get_state(st).params), sep='/')
-  return np.array(losses), params
+def _train_losses(workdir) -> np.ndarray:
+  return np.array([r['loss'] for r in map(json.loads, open(workdir / 'metrics.jsonl'))
+                   if r['kind'] == 'train'])
 
 
-def test_one_device_jit_and_pmap_agree(tmp_path):
-  """Three steps on 1 device (jit), 4 devices (jit) and 4 devices (pmap).
+def _check_parallel_modes_agree(data_dir, tmp_path, halt, want):
+  """The first `halt` steps on 1 device (jit) and on 4 (pmap) against 4 (jit):
+  `want`, the params of tmp_path/'cut', halted there.
 
   The modes differ only in float32 summation order (sharded reductions,
   all-reduces). Losses agree to rtol 1e-4. For parameters, Adagrad with a zero
@@ -148,16 +132,17 @@ def test_one_device_jit_and_pmap_agree(tmp_path):
   difference to be at rounding level (1e-6).
   """
   assert jax.device_count() == 4
-  data_dir = str(tmp_path / 'data')
   lr = tiny.config(data_dir).train.lr
-  one_loss, one = _short(data_dir, 'jit', jax.devices()[:1])
-  for mode in ('jit', 'pmap'):
-    loss, params = _short(data_dir, mode, jax.devices())
-    np.testing.assert_allclose(loss, one_loss, rtol=1e-4, err_msg=mode)
-    diffs = []
-    for k in one:
-      np.testing.assert_allclose(params[k], one[k], rtol=0, atol=0.01 * lr, err_msg=f'{mode} {k}')
-      diffs.append(np.abs(np.asarray(params[k]) - np.asarray(one[k])).ravel())
+  for mode, devices in (('jit', jax.devices()[:1]), ('pmap', None)):
+    workdir = tmp_path / f'{mode}-{len(devices or jax.devices())}'
+    res = train.train_and_evaluate(_config(data_dir, halt_after_steps=halt, parallel=mode), str(workdir), devices)
+    assert res == {'halted_at_step': halt}
+    np.testing.assert_allclose(_train_losses(workdir), _train_losses(tmp_path / 'cut'), rtol=1e-4, err_msg=mode)
+    params, diffs = _final_params(str(workdir)), []
+    assert params.keys() == want.keys()
+    for k in want:
+      np.testing.assert_allclose(params[k], want[k], rtol=0, atol=0.01 * lr, err_msg=f'{mode} {k}')
+      diffs.append(np.abs(np.asarray(params[k]) - np.asarray(want[k])).ravel())
     assert np.median(np.concatenate(diffs)) < 1e-6, mode
 
 
@@ -266,22 +251,3 @@ def test_one_call_of_several_steps_equals_single_steps():
   loops = lambda n: {e.primitive.name for e in jax.make_jaxpr(call)(
       0.0, {'x': np.ones((n, 3), np.float32)}, None, key, 0, {}).eqns}
   assert 'scan' not in loops(1) and 'scan' in loops(2)
-
-
-def test_raw_items_from_the_host_train_as_item_tables_on_the_device(tmp_path):
-  """An image model whose items do not fit on the device (device_items_max_mb=0:
-  batches gathered on the host, sent as uint8, normalised in the step) trains
-  to the same parameters and metrics as with its item tables on the device."""
-  data_dir = str(tmp_path / 'data')
-
-  def run(name, **overrides):
-    c = _config(data_dir, epochs=1, **overrides)
-    c.model.name = 'mf_image'
-    return train.train_and_evaluate(c, str(tmp_path / name))
-  host, device = run('host', device_items_max_mb=0), run('device')
-  for split in ('valid', 'test'):
-    np.testing.assert_allclose(host[split]['all']['recall@10']['mean'],
-                               device[split]['all']['recall@10']['mean'], atol=1e-6, err_msg=split)
-  a, b = _final_params(str(tmp_path / 'host')), _final_params(str(tmp_path / 'device'))
-  for k in a:
-    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-7, err_msg=k)
