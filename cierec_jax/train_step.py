@@ -62,11 +62,12 @@ def create_state(model, tx: optax.GradientTransformation, example_batch, seed: i
 
 def global_norm(tree) -> jnp.ndarray:
   """sqrt of the sum of every leaf's squares, as one reduction over the
-  concatenated leaves: optax.tree.norm reduces leaf by leaf, and XLA:CPU compiles
-  a kernel per leaf (the tiny CIERec step: 87 of its 1,029 kernels; its compile
-  15.2-16.5 -> 13.9 s). Returns a float32 scalar; equals optax.tree.norm up to
-  the summation order."""
-  return jnp.sqrt(jnp.sum(jnp.concatenate([jnp.ravel(jnp.square(x)) for x in jax.tree.leaves(tree)])))
+  concatenated leaves: optax.tree.norm reduces leaf by leaf, a kernel per leaf
+  for XLA:CPU (the tiny CIERec step: 1,509 computations, 1,351 this way; its
+  compile 14.2 -> 13.0 s, medians of 6 alternating runs). Returns a float32
+  scalar; equals optax.tree.norm up to the summation order."""
+  # Squared after the concatenation: squared before, each leaf's square is a kernel again.
+  return jnp.sqrt(jnp.sum(jnp.square(jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)]))))
 
 
 def bpr(diff):
