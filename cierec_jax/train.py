@@ -330,6 +330,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
       clock = time.time()  # saving is not training time (it follows a flush)
 
   session_start = time.time()
+  best_state = None  # the best-valid state, once this session finds one
   interval = _Interval()
   train_time, train_examples, eval_time, eval_users = 0.0, 0, 0.0, 0
   clock = None  # starts after the first (compiling) call
@@ -400,7 +401,8 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
       if meta['best'] is None or score > meta['best']['score']:
         meta['best'] = {'score': score, 'epoch': done, 'valid': valid}
         verify(done * spe)
-        best_checkpoint.save(done * spe, runner.get_state(dstate), meta)
+        best_state = ckpt_lib.host_copy(runner.get_state(dstate))  # kept: not read back at the end
+        best_checkpoint.save(done * spe, best_state, meta)
       eval_users += valid['users']
       eval_time += valid['seconds']  # compilation excluded
       best = meta['best']
@@ -417,8 +419,10 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
       break
 
   checkpoints.close()
-  # The test split is looked at once, with the best-valid state.
-  best_state, _ = best_checkpoint.restore(best_checkpoint.latest_step(), runner.get_state(dstate))
+  # The test split is looked at once, with the best-valid state: this session's
+  # copy, or (the best came before a resume) the saved one.
+  if best_state is None:
+    best_state, _ = best_checkpoint.restore(best_checkpoint.latest_step(), runner.get_state(dstate))
   best_checkpoint.close()
   dump = os.path.join(workdir, 'dump') if config.eval.dump else None
   final = final_evaluations(evaluator, variables(best_state), model.spec.reads_annotations, dump)
