@@ -1,6 +1,7 @@
 """Model speed: parameters, forward and forward+backward time, images/s.
 
   python -m experiments.bench_model [--conv_impls=xla,auto] [--repeats=3] [--scales=default,paper]
+      [--image_size=16 --width=4]
 
 For the default config (CIERec(MF), its image size and encoder width) and for
 224x224 images with encoder width 64, next to a plain ResNet18 train step,
@@ -26,6 +27,8 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement.')
 _CONV_IMPLS = flags.DEFINE_list('conv_impls', ['xla', 'auto'], 'model.conv_impl values to measure.')
 _SCALES = flags.DEFINE_list('scales', ['default', 'paper'],
                             'default: the default config; paper: 224x224, width 64.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, "Image size for every scale (0: the scale's own).")
+_WIDTH = flags.DEFINE_integer('width', 0, "Encoder width for every scale (0: the scale's own).")
 
 
 def param_counts(model, batch: dict) -> tuple:
@@ -63,6 +66,8 @@ def main(_):
                         _BATCH.value or int(c.train.batch_size)),
             'paper': ('paper scale', 224, 64, _BATCH.value or 32)}
   for name, size, width, batch in (scales[s] for s in _SCALES.value):
+    if (_IMAGE_SIZE.value or size, _WIDTH.value or width) != (size, width):
+      name, size, width = 'custom', _IMAGE_SIZE.value or size, _WIDTH.value or width
     for impl in _CONV_IMPLS.value:
       m = measure(size, width, batch, _REPEATS.value, impl)
       plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value, impl)
