@@ -27,8 +27,10 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement.')
 _CONV_IMPLS = flags.DEFINE_list('conv_impls', ['xla', 'auto'], 'model.conv_impl values to measure.')
 _SCALES = flags.DEFINE_list('scales', ['default', 'paper'],
                             'default: the default config; paper: 224x224, width 64.')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, "Image size for every scale (0: the scale's own).")
-_WIDTH = flags.DEFINE_integer('width', 0, "Encoder width for every scale (0: the scale's own).")
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, "Image size for every scale (0: the scale's own).",
+                                   lower_bound=0)
+_WIDTH = flags.DEFINE_integer('width', 0, "Encoder width for every scale (0: the scale's own).",
+                              lower_bound=0)
 
 
 def param_counts(model, batch: dict) -> tuple:
