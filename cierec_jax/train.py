@@ -256,10 +256,8 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   data = load.load(config)
   model = build_model(config, data)
   data = features_lib.for_model(config, data, model.spec)  # pre-extracted, if it reads them
-  if t.parallel == 'pmap':
-    num_devices = len(devices) if devices is not None else jax.local_device_count() * jax.process_count()
-  else:
-    num_devices = parallel.make_mesh(devices).devices.size
+  # jit's mesh and pmap's devices both span `devices`, or every process's devices.
+  num_devices = len(devices) if devices is not None else jax.device_count()
   parallel.check_batch(int(t.batch_size), num_devices)
   sampler = sampler_lib.sampler_for(data, int(t.batch_size), int(t.seed), jax.process_index(),
                                     jax.process_count())

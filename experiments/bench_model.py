@@ -16,7 +16,6 @@ from absl import logging
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from cierec_jax.models import registry
 from configs import default
@@ -31,14 +30,6 @@ _IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, "Image size for every scale 
                                    lower_bound=0)
 _WIDTH = flags.DEFINE_integer('width', 0, "Encoder width for every scale (0: the scale's own).",
                               lower_bound=0)
-
-
-def param_counts(model, batch: dict) -> tuple:
-  """(all parameters, the encoder's), traced with jax.eval_shape, not computed."""
-  shapes = jax.eval_shape(lambda k: model.init({'params': k, 'dropout': k}, batch, None, train=True),
-                          jax.random.key(0))['params']
-  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
-  return count(shapes), count(shapes.get('encoder', {}))
 
 
 def measure(image_size: int, width: int, batch: int, repeats: int, conv_impl: str) -> dict:
@@ -87,7 +78,7 @@ def main(_):
   c.model.encoder_init = ''
   for name in registry.names():
     c.model.name = name
-    total, encoder = param_counts(registry.create(c.model, **dims), b)
+    total, encoder = yardstick.param_counts(registry.create(c.model, **dims), b)
     print(f'| {name} | {total:,} | {encoder:,} |', flush=True)
 
 

@@ -121,6 +121,14 @@ def example_batch(image_size: int, batch: int) -> dict:
   return {k: jnp.asarray(v, jnp.float32 if v.dtype.kind == 'f' else jnp.int32) for k, v in b.items()}
 
 
+def param_counts(model, batch: dict) -> tuple:
+  """(all parameters, the encoder's), traced with jax.eval_shape, not computed."""
+  shapes = jax.eval_shape(lambda k: model.init({'params': k, 'dropout': k}, batch, None, train=True),
+                          jax.random.key(0))['params']
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+  return count(shapes), count(shapes.get('encoder', {}))
+
+
 def cierec_step(image_size: int, width: int, batch: int, conv_impl: str):
   """(model, forward_backward(variables, batch) -> parameter gradients,
   variables, batch): the CIERec(MF) train step's computation, not yet jitted."""
