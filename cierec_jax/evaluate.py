@@ -21,6 +21,7 @@ import numpy as np
 
 from cierec_jax import metrics as metrics_lib
 from cierec_jax import parallel
+from cierec_jax import xla_options
 from cierec_jax.data import dataset as dataset_lib
 from cierec_jax.data import raw as raw_lib
 
@@ -108,10 +109,10 @@ class Evaluator:
     self.place = place or (lambda batch: batch)
     self.splits = {name: split_candidates(data, s) for name, s in SPLITS.items()}
     # Items go to the device as stored (uint8 images) and are normalised there.
-    self._encode = jax.jit(lambda v, x: model.apply(v, dataset_lib.model_content(x, data.items.modality),
-                                                    False, method='encode'))
-    self._table = jax.jit(lambda v, e, el, ln: model.apply(v, e, el, ln, method='item_table'))
-    self._score = jax.jit(self._score_batch)
+    self._encode = xla_options.jit(lambda v, x: model.apply(
+        v, dataset_lib.model_content(x, data.items.modality), False, method='encode'))
+    self._table = xla_options.jit(lambda v, e, el, ln: model.apply(v, e, el, ln, method='item_table'))
+    self._score = xla_options.jit(self._score_batch)
     self.score_all_items = None  # None: chosen per split by shapes (_score_batch); tests force a path
     self._executables = {}
     self.compile_seconds = 0.0
@@ -119,7 +120,7 @@ class Evaluator:
   def _run(self, fn, *args):
     """Calls jitted fn through an ahead-of-time executable cached by argument
     shapes, so that compilation is timed apart from evaluation."""
-    key = (id(fn), str(jax.tree.map(lambda x: (np.shape(x), np.result_type(x).str), args)))
+    key = (id(fn), xla_options.shape_key(args))
     if key not in self._executables:
       start = time.perf_counter()
       self._executables[key] = fn.lower(*args).compile()

@@ -24,6 +24,7 @@ from cierec_jax import cli
 from cierec_jax import prepared
 from cierec_jax import pretrain
 from cierec_jax import report
+from cierec_jax import xla_options
 from cierec_jax.config_checks import ConfigError
 from cierec_jax.data import builder
 from cierec_jax.data import dataset as dataset_lib
@@ -44,7 +45,8 @@ def extract(config, data, weights: str, regions: bool = False) -> np.ndarray:
   example = data.items.content(np.zeros(bs, np.int64))
   target = jax.eval_shape(lambda: encoder.init(jax.random.key(0), example, train=False))
   variables = encoder_weights.load(weights, target)
-  encode = jax.jit(lambda v, x: encoder.apply(v, dataset_lib.model_content(x, data.items.modality), train=False))
+  encode = xla_options.jit(
+      lambda v, x: encoder.apply(v, dataset_lib.model_content(x, data.items.modality), train=False))
   chunks = []
   for a in range(0, data.num_items, bs):
     ids = np.arange(a, min(data.num_items, a + bs))

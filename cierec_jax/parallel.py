@@ -31,6 +31,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from cierec_jax import xla_options
+
 AXIS = 'data'
 
 # config.train field -> (the environment variable read when it is unset, its unset value).
@@ -232,8 +234,8 @@ class JitRunner:
     self.replicated = NamedSharding(mesh, P())
     self.sharded = NamedSharding(mesh, P(None, AXIS))
     r = self.replicated
-    self._step = jax.jit(call_fn, in_shardings=(r, self.sharded, r, r, r, r), out_shardings=(r, r),
-                         donate_argnums=(0,))
+    self._step = xla_options.jit(call_fn, in_shardings=(r, self.sharded, r, r, r, r),
+                                 out_shardings=(r, r), donate_argnums=(0,))
 
   def put_state(self, state):
     """Replicates a host or single-device state (the same on every process) over the mesh."""
@@ -258,6 +260,10 @@ class JitRunner:
     """n steps; returns (state, metrics of [n] arrays)."""
     return self._step(state, batches, items, key, np.int32(first_step), hparams)
 
+  def compiled(self, state, batches, items, key, first_step: int, hparams: dict):
+    """The program `step` runs on these arguments (its text, its cost analysis)."""
+    return self._step.lower(state, batches, items, key, np.int32(first_step), hparams).compile()
+
 
 class PmapRunner:
   """jax.pmap with psum; the state carries a leading device axis.
@@ -270,6 +276,7 @@ class PmapRunner:
     self.count = len(devices) if devices is not None else jax.local_device_count()
     self._step = jax.pmap(call_fn, axis_name=AXIS, in_axes=(0, 0, 0, None, None, None),
                           devices=devices, donate_argnums=(0,))
+    self._executables = {}  # pmap takes no compiler options: they go in ahead of time
 
   def put_state(self, state):
     n = self.count
@@ -290,5 +297,16 @@ class PmapRunner:
 
   def step(self, state, batches, items, key, first_step: int, hparams: dict):
     """n steps; returns (state, metrics of [n] arrays)."""
-    state, metrics = self._step(state, batches, items, key, np.int32(first_step), hparams)
+    args = (state, batches, items, key, np.int32(first_step), hparams)
+    state, metrics = self._executable(args)(*args)
     return state, jax.tree.map(lambda x: x[0], metrics)
+
+  def compiled(self, state, batches, items, key, first_step: int, hparams: dict):
+    """The program `step` runs on these arguments (its text, its cost analysis)."""
+    return self._executable((state, batches, items, key, np.int32(first_step), hparams))
+
+  def _executable(self, args):
+    signature = xla_options.shape_key(args)
+    if signature not in self._executables:
+      self._executables[signature] = self._step.lower(*args).compile(xla_options.compiler_options())
+    return self._executables[signature]

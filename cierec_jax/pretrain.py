@@ -32,6 +32,7 @@ from cierec_jax import cli
 from cierec_jax import prepared
 from cierec_jax import report
 from cierec_jax import train_step
+from cierec_jax import xla_options
 from cierec_jax.config_checks import ConfigError
 from cierec_jax.data import builder
 from cierec_jax.data.errors import DataError
@@ -120,7 +121,7 @@ def train(config) -> tuple[dict, dict]:
   # Adam with a cosine decay to 0 over the run.
   tx = optax.adam(optax.cosine_decay_schedule(float(p.lr), max(1, steps * epochs)))
 
-  @jax.jit
+  @xla_options.jit
   def step(params, stats, opt, x, shapes, counts):
     def objective(q):
       (sl, cl), new = model.apply({'params': q, 'batch_stats': stats}, x, train=True,
@@ -130,7 +131,7 @@ def train(config) -> tuple[dict, dict]:
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), stats, opt, loss
 
-  predict = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  predict = xla_options.jit(lambda v, x: model.apply(v, x, train=False))
   params, stats = variables['params'], variables['batch_stats']
   opt = tx.init(params)
   # Each epoch is a fresh shuffle; its last partial batch waits for the next epoch.

@@ -10,7 +10,9 @@ ResNet18 at 2 * batch images, per `model.conv_impl`, with each form's largest
 difference from XLA's (relative to XLA's largest value). Step: the CIERec(MF)
 forward+backward of `bench_model`, for `patches`, `winograd`, and `winograd`
 with each of its choices switched off in turn (conv_ops' thresholds), so each
-choice's share of the step is measured where it matters. Per-layer and
+choice's share of the step is measured where it matters, and `winograd` under
+XLA's default compile options (on CPU, YNNPACK takes the convolutions:
+cierec_jax/xla_options.py). Per-layer and
 whole-step figures disagree at 32x32, which is why both are printed. All
 variants alternate within a round; figures are medians over rounds, in ms.
 """
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from cierec_jax import xla_options
 from cierec_jax.models import conv_ops
 from cierec_jax.models import resnet
 from experiments import yardstick
@@ -42,7 +45,6 @@ _WITHOUT = {  # conv_ops threshold that switches one of winograd's choices off
     'winograd without strided im2col': ('STRIDED_MIN_MAP', 10**9),
     'winograd without the chunked stem': ('LARGE_MAP', 10**9),
     'winograd without the space-to-depth stem': ('SPACE_TO_DEPTH_MAX_FILTERS', 0),
-    'winograd without Winograd weight gradients': ('WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS', 10**9),
 }
 
 
@@ -72,7 +74,7 @@ def layer_rows(image_size: int, width: int, images: int, rounds: int) -> list:
         else:
           y, vjp = jax.vjp(f, x, w)
         return (y,) + vjp(jnp.cos(y))
-      fns[impl] = jax.jit(outputs)
+      fns[impl] = xla_options.jit(outputs)
     seconds = alternate(fns, {impl: (x, w) for impl in fns}, rounds)
     want = fns['xla'](x, w)
     diff = {impl: max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
@@ -81,7 +83,9 @@ def layer_rows(image_size: int, width: int, images: int, rounds: int) -> list:
   return rows
 
 
-STEP_VARIANTS = ('patches', 'winograd', *_WITHOUT)
+# XLA's own default options: on CPU, YNNPACK takes the convolutions (xla_options).
+_YNN = 'winograd with YNNPACK convolutions'
+STEP_VARIANTS = ('patches', 'winograd', *_WITHOUT, _YNN)
 
 
 def step_variants(image_size: int, width: int, batch: int, rounds: int, names) -> dict:
@@ -94,7 +98,8 @@ def step_variants(image_size: int, width: int, batch: int, rounds: int, names) -
     try:  # the thresholds are read while tracing: compile now
       _, forward_backward, variables, b = yardstick.cierec_step(
           image_size, width, batch, name.split()[0])
-      fns[name] = jax.jit(forward_backward).lower(variables, b).compile()
+      options = {} if name == _YNN else xla_options.compiler_options()
+      fns[name] = jax.jit(forward_backward).lower(variables, b).compile(options)
     finally:
       if constant:
         setattr(conv_ops, constant, saved)

@@ -17,6 +17,7 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
+from cierec_jax import xla_options
 from cierec_jax.models import registry
 from configs import default
 from experiments import yardstick
@@ -35,11 +36,11 @@ _WIDTH = flags.DEFINE_integer('width', 0, "Encoder width for every scale (0: the
 def measure(image_size: int, width: int, batch: int, repeats: int, conv_impl: str) -> dict:
   model, forward_backward, variables, b = yardstick.cierec_step(image_size, width, batch, conv_impl)
 
-  @jax.jit
+  @xla_options.jit
   def forward(v, b):
     return model.apply(v, b, jnp.ones(2), train=True, mutable=['batch_stats'])[0]['pos']
 
-  forward_backward = jax.jit(forward_backward)
+  forward_backward = xla_options.jit(forward_backward)
   fwd = yardstick.time_per_call(forward, variables, b, repeats=repeats)
   fb = yardstick.time_per_call(forward_backward, variables, b, repeats=repeats)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))

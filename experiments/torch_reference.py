@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cierec_jax import xla_options
 from cierec_jax.models import encoder_weights
 from cierec_jax.models import resnet
 from experiments import yardstick
@@ -90,7 +91,7 @@ def cotangent(images: int, width: int) -> np.ndarray:
 def jax_forward_backward(jax_model):
   """(variables, x, ct) -> (features [N, 8 * width], parameter gradients of
   <features, ct>), train-mode BatchNorm, jitted."""
-  @jax.jit
+  @xla_options.jit
   def step(variables, x, ct):
     def loss(params):
       y, _ = jax_model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from cierec_jax import train_step
+from cierec_jax import xla_options
 from cierec_jax.models import registry
 from cierec_jax.models import resnet
 from configs import default
@@ -66,7 +67,7 @@ def resnet18_train_images_per_second(image_size: int, width: int, batch: int, re
   variables = train_step.init_variables(model, jax.random.key(0), x, train=True)
   tx = optax.sgd(0.1, momentum=0.9)
 
-  @jax.jit
+  @xla_options.jit
   def step(params, stats, opt, x):
     def loss(p):
       y, new = model.apply({'params': p, 'batch_stats': stats}, x, train=True, mutable=['batch_stats'])
@@ -88,7 +89,7 @@ def encoder_fwd_bwd_seconds(model, batch: dict, repeats: int = 3) -> float:
   key = jax.random.key(0)
   variables = train_step.init_variables(model, {'params': key, 'dropout': key}, batch, None, train=True)
 
-  @jax.jit
+  @xla_options.jit
   def fwd_bwd(variables, x):
     def loss(params):
       e, _ = model.apply({**variables, 'params': params}, x, True, method='encode',

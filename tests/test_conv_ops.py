@@ -177,26 +177,14 @@ def test_resnet18_params_do_not_depend_on_conv_impl_and_patches_reach_every_laye
   assert ops['winograd']['dot_general'] >= ops['patches']['dot_general'] + 7 * 3
 
 
-def test_winograd_at_the_default_width_differs_from_patches_in_weight_gradients_only():
-  """At 32x32 and width 16 Winograd's whole form does not pay off in the step
-  (README, Speed): only the weight gradients of the 3x3 stride-1 convolutions
-  (4 at 8x8, 3 at 4x4) come from it, so the forward programs hold the same
-  convolutions and matmuls, and the gradient 7 convolutions fewer."""
+def test_winograd_takes_3x3_convolutions_from_64_channels_only():
+  """At 32x32 and width 16 (16 and 32 channels) Winograd's form does not pay
+  off in the step, in whole or for the weight gradients alone (README, Speed):
+  'winograd' is 'patches' there, and differs at width 64."""
   x = jnp.zeros((2, 32, 32, 3), jnp.float32)
-  model = lambda impl: resnet.ResNet18(16, 32, conv_impl=impl)
-  variables = jax.eval_shape(lambda k: model('patches').init(k, x, train=True), jax.random.key(0))
-
-  def ops(impl, train):  # convolutions and matmuls in the lowered program (backward included)
-    def loss(params, v):
-      y, _ = model(impl).apply({**v, 'params': params}, x, train=train, mutable=['batch_stats'])
-      return jnp.sum(y)
-    text = jax.jit(jax.grad(loss) if train else loss).lower(variables['params'], variables).as_text()
-    return text.count('stablehlo.convolution'), text.count('stablehlo.dot_general')
-  assert ops('winograd', False) == ops('patches', False)
-  (wino_convs, wino_dots), (convs, dots) = ops('winograd', True), ops('patches', True)
-  assert wino_convs == convs - 7 and wino_dots > dots
-  assert grad_jaxpr(resnet.ResNet18(64, 32, conv_impl='winograd'), x) != grad_jaxpr(
-      resnet.ResNet18(64, 32, conv_impl='patches'), x)
+  for width, same in ((16, True), (64, False)):
+    got = grad_jaxpr(resnet.ResNet18(width, 32, conv_impl='winograd'), x)
+    assert (got == grad_jaxpr(resnet.ResNet18(width, 32, conv_impl='patches'), x)) == same, width
 
 
 def test_the_narrow_stem_runs_forward_on_space_to_depth_blocks():

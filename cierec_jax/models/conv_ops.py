@@ -9,8 +9,9 @@ is a select-and-scatter that costs more than the forward of the whole stage.
 'patches' runs 1x1 kernels and small maps as im2col matmuls, the max-pool
 as elementwise ops and a narrow stem's forward on space-to-depth blocks;
 'winograd' adds Winograd's F(2x2, 3x3) for the other 3x3 stride-1
-convolutions (models/winograd.py), only for their weight gradient under 64
-channels. GPUs and TPUs keep XLA's own ops: 'auto' picks 'winograd' on CPU only.
+convolutions from 64 channels (models/winograd.py). GPUs and TPUs keep XLA's
+own ops: 'auto' picks 'winograd' on CPU only. The thresholds were measured
+under the programs' compile options (cierec_jax/xla_options.py).
 """
 
 import functools
@@ -30,15 +31,10 @@ SMALL_MAP = 16
 # Winograd's 16 matmuls have C as their depth. Measured in the whole CIERec(MF)
 # step: at 64-512 channels (224x224, width 64) it is the largest single gain; at
 # 16 and 32 (32x32, width 16) the step is no faster (or a few % slower), though
-# each layer alone is 1.2-1.4x faster.
+# each layer alone is 1.2-1.4x faster. Nor does taking only their weight
+# gradient from it: 2% faster while YNNPACK ran the convolutions, 9% slower
+# since XLA runs them (333 against 303 ms, bench_conv --rounds=25).
 WINOGRAD_MIN_CHANNELS = 64
-# Under that, XLA's forward and input gradient are the faster ones, but not its
-# weight gradient (a transposed copy of the input, then a convolution over the
-# batch): those 3x3 stride-1 convolutions take only their weight gradient from
-# Winograd's form. Per layer, 8x8 maps with 16 channels 6.8 -> 3.5 ms, 4x4 with
-# 32 3.6 -> 2.5 ms; the 32x32 step 276 -> 271 and 236 -> 231 ms (bench_conv).
-# 1: every such layer (bench_conv sets it out of reach to measure without).
-WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS = 1
 # From this many output positions per image, kernels larger than 3x3 (the 7x7/2
 # stem) go by im2col one chunk of images at a time: 0.50 s against XLA's 0.80 s
 # at 112x112 outputs (64 images); XLA's own is faster at 16x16 (27 against 38 ms).
@@ -110,10 +106,10 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
   """`lax.conv_general_dilated` for NHWC/HWIO convolutions, computed as one
   matmul over im2col patches when the output map is small or the kernel 1x1.
   A narrow 7x7/2 stem under LARGE_MAP outputs (32x32's) runs forward on
-  space-to-depth blocks. With `use_winograd`, 3x3 kernels of stride 1 and padding 1 on larger
-  maps with at least WINOGRAD_MIN_CHANNELS inputs go by Winograd's F(2x2, 3x3),
-  and with fewer inputs take only their weight gradient from it; the other 3x3
-  kernels (ResNet18's stride-2 stage entries) from STRIDED_MIN_MAP outputs by
+  space-to-depth blocks. With `use_winograd`, 3x3 kernels of stride 1 and
+  padding 1 on larger maps with at least WINOGRAD_MIN_CHANNELS inputs go by
+  Winograd's F(2x2, 3x3); the other 3x3 kernels (ResNet18's stride-2 stage
+  entries) from STRIDED_MIN_MAP outputs by
   im2col (XLA CPU's strided convolution needs transposed copies of its input
   and output gradient for the weight gradient: 1.2x to 1.8x per layer at
   224x224); and larger kernels on large maps (the 224x224 stem) by im2col in
@@ -144,8 +140,6 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
                     and tuple(map(tuple, padding)) == _SAME_3X3[1])
     if winograd_3x3 and lhs.shape[-1] >= WINOGRAD_MIN_CHANNELS:
       return winograd.conv3x3(lhs, kernel)
-    if winograd_3x3 and lhs.shape[-1] >= WINOGRAD_WEIGHT_GRAD_MIN_CHANNELS:
-      return _conv_by_forms(lhs, kernel, *_SAME_3X3, _native_conv, _winograd_same_3x3)
     if use_winograd and max(kernel.shape[:2]) > 3 and np.prod(outs) >= LARGE_MAP:
       return _chunked_im2col_conv(lhs, kernel, tuple(window_strides), (ph, pw))
     if (max(kernel.shape[:2]) > 3 and tuple(window_strides) == (2, 2) and not small
@@ -206,11 +200,6 @@ def _space_to_depth(x, w, strides, pads):
   return lax.conv_general_dilated(x.reshape(n, rows // 2, cols // 2, 4 * c),
                                   w.reshape(kh, kw, 4 * c, -1), (1, 1), 'VALID',
                                   dimension_numbers=_NHWC)
-
-
-def _winograd_same_3x3(x, w, strides, pads):
-  assert (tuple(strides), tuple(map(tuple, pads))) == _SAME_3X3, (strides, pads)
-  return winograd.conv3x3(x, w)
 
 
 def _chunks(n: int, rows_per_image: int) -> int:

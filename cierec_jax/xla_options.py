@@ -1,0 +1,57 @@
+"""XLA compile options for the programs that run the encoder, per backend.
+
+On CPU, the XLA of jaxlib 0.10 hands three kinds of op to YNNPACK by default
+(`__ynn_fusion`): single dots, reductions and convolutions. For ResNet18's
+convolutions XLA's own kernels are faster. The 32x32 stem's weight gradient (a
+16x16 window dilated by 2, over 512 images as features) took 79 ms of a 420 ms
+CIERec(MF) step under YNNPACK, and the whole step ran 404 -> 331 ms without it
+(README, Speed). CPU programs therefore keep YNNPACK for dots and reductions
+and leave convolutions to XLA. Programs without convolutions compile exactly
+as under the defaults. Paper-scale steps are unchanged: their convolutions are
+matmuls (`conv_impl='winograd'`).
+"""
+
+import functools
+import os
+
+from absl import logging
+import jax
+import numpy as np
+
+YNN_FUSION_TYPES = 'xla_cpu_experimental_ynn_fusion_type'
+# jaxlib 0.10's default list (dots, reductions, convolutions) less convolutions.
+CPU = {YNN_FUSION_TYPES: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+
+
+def compiler_options(platform: str | None = None) -> dict:
+  """Options for `jax.jit(compiler_options=...)` on `platform` (default: JAX's
+  default backend). Empty off CPU; empty when XLA_FLAGS sets the YNN fusion
+  types itself (the user's choice stands); and empty, with a warning, when
+  this XLA refuses them (a jaxlib whose option or values differ)."""
+  platform = platform or jax.default_backend()
+  return dict(_accepted(platform, YNN_FUSION_TYPES in os.environ.get('XLA_FLAGS', ''),
+                        tuple(CPU.items())))
+
+
+@functools.cache
+def _accepted(platform: str, set_by_user: bool, options: tuple) -> tuple:
+  if platform != 'cpu' or set_by_user:
+    return ()
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
+  except jax.errors.JaxRuntimeError as e:
+    logging.warning('XLA refused the compile options %s, so programs compile with its '
+                    'defaults: %s', dict(options), e)
+    return ()
+  return options
+
+
+def jit(fn, **kwargs):
+  """`jax.jit(fn, **kwargs)` with `compiler_options()`."""
+  return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
+
+
+def shape_key(args) -> str:
+  """The arguments' tree of (shape, dtype): one compiled program per key."""
+  return str(jax.tree.map(
+      lambda x: (np.shape(x), str(x.dtype) if hasattr(x, 'dtype') else np.result_type(x).str), args))
