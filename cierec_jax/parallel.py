@@ -276,7 +276,10 @@ class PmapRunner:
     self.count = len(devices) if devices is not None else jax.local_device_count()
     self._step = jax.pmap(call_fn, axis_name=AXIS, in_axes=(0, 0, 0, None, None, None),
                           devices=devices, donate_argnums=(0,))
-    self._executables = {}  # pmap takes no compiler options: they go in ahead of time
+    # pmap takes no compiler options: with one process they go in ahead of time.
+    # With several, pmap's call converts each process's arrays to global ones
+    # and back, which its ahead-of-time program does not, so XLA's defaults stay.
+    self._executables = {}
 
   def put_state(self, state):
     n = self.count
@@ -298,15 +301,21 @@ class PmapRunner:
   def step(self, state, batches, items, key, first_step: int, hparams: dict):
     """n steps; returns (state, metrics of [n] arrays)."""
     args = (state, batches, items, key, np.int32(first_step), hparams)
-    state, metrics = self._executable(args)(*args)
+    options = xla_options.compiler_options()
+    if options and jax.process_count() == 1:
+      state, metrics = self._executable(args, options)(*args)
+    else:
+      state, metrics = self._step(*args)
     return state, jax.tree.map(lambda x: x[0], metrics)
 
   def compiled(self, state, batches, items, key, first_step: int, hparams: dict):
-    """The program `step` runs on these arguments (its text, its cost analysis)."""
-    return self._executable((state, batches, items, key, np.int32(first_step), hparams))
+    """The program `step` runs on these arguments with one process (its text,
+    its cost analysis)."""
+    args = (state, batches, items, key, np.int32(first_step), hparams)
+    return self._executable(args, xla_options.compiler_options())
 
-  def _executable(self, args):
+  def _executable(self, args, options: dict):
     signature = xla_options.shape_key(args)
     if signature not in self._executables:
-      self._executables[signature] = self._step.lower(*args).compile(xla_options.compiler_options())
+      self._executables[signature] = self._step.lower(*args).compile(options)
     return self._executables[signature]

@@ -3,12 +3,14 @@
 On CPU, the XLA of jaxlib 0.10 hands three kinds of op to YNNPACK by default
 (`__ynn_fusion`): single dots, reductions and convolutions. For ResNet18's
 convolutions XLA's own kernels are faster. The 32x32 stem's weight gradient (a
-16x16 window dilated by 2, over 512 images as features) took 79 ms of a 420 ms
-CIERec(MF) step under YNNPACK, and the whole step ran 404 -> 331 ms without it
-(README, Speed). CPU programs therefore keep YNNPACK for dots and reductions
-and leave convolutions to XLA. Programs without convolutions compile exactly
-as under the defaults. Paper-scale steps are unchanged: their convolutions are
-matmuls (`conv_impl='winograd'`).
+16x16 window dilated by 2, over 512 images as features) took 79-98 ms of a
+420-440 ms CIERec(MF) step under YNNPACK, and the whole step 0.37-0.39 s
+against 0.30-0.35 s without it (README, Speed). CPU programs therefore keep
+YNNPACK for dots and reductions and leave convolutions to XLA, except a
+convolution whose only use is a reduction, which YNNPACK's reduction takes in
+(the CIERec step has none). Programs without convolutions compile exactly as
+under the defaults (a test checks). Paper-scale steps are unchanged: their
+convolutions are matmuls (`conv_impl='winograd'`).
 """
 
 import functools
@@ -18,23 +20,31 @@ from absl import logging
 import jax
 import numpy as np
 
-YNN_FUSION_TYPES = 'xla_cpu_experimental_ynn_fusion_type'
+YNN_FUSION_TYPE_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
 # jaxlib 0.10's default list (dots, reductions, convolutions) less convolutions.
-CPU = {YNN_FUSION_TYPES: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+# A program's options take whole lists only: XLA_FLAGS's '-type' form, which
+# removes one type from the default list, is refused here.
+CPU_OPTIONS = {YNN_FUSION_TYPE_OPTION: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
 
 
 def compiler_options(platform: str | None = None) -> dict:
   """Options for `jax.jit(compiler_options=...)` on `platform` (default: JAX's
-  default backend). Empty off CPU; empty when XLA_FLAGS sets the YNN fusion
-  types itself (the user's choice stands); and empty, with a warning, when
-  this XLA refuses them (a jaxlib whose option or values differ)."""
+  default backend, which is also where the check compiles). Empty off CPU;
+  empty when XLA_FLAGS sets the YNN fusion types itself (the user's choice
+  stands); and empty, with a warning, when this XLA refuses them (a jaxlib
+  whose option or values differ)."""
   platform = platform or jax.default_backend()
-  return dict(_accepted(platform, YNN_FUSION_TYPES in os.environ.get('XLA_FLAGS', ''),
-                        tuple(CPU.items())))
+  # XLA reads XLA_FLAGS once, when the backend starts; reading it here per call
+  # only lets tests set it.
+  set_by_user = f'--{YNN_FUSION_TYPE_OPTION}=' in os.environ.get('XLA_FLAGS', '')
+  return dict(_accepted(platform, set_by_user, tuple(CPU_OPTIONS.items())))
 
 
 @functools.cache
 def _accepted(platform: str, set_by_user: bool, options: tuple) -> tuple:
+  """`options`, or () where they do not apply or XLA refuses them: XLA checks
+  the values only when it compiles, so a tiny program is compiled once per
+  process (and one warning given)."""
   if platform != 'cpu' or set_by_user:
     return ()
   try:
@@ -52,6 +62,8 @@ def jit(fn, **kwargs):
 
 
 def shape_key(args) -> str:
-  """The arguments' tree of (shape, dtype): one compiled program per key."""
+  """The arguments' tree of (shape, dtype): one compiled program per key. It
+  leaves out weak types, shardings and placement, which the callers keep fixed
+  from call to call."""
   return str(jax.tree.map(
       lambda x: (np.shape(x), str(x.dtype) if hasattr(x, 'dtype') else np.result_type(x).str), args))

@@ -98,8 +98,8 @@ def step_variants(image_size: int, width: int, batch: int, rounds: int, names) -
     try:  # the thresholds are read while tracing: compile now
       _, forward_backward, variables, b = yardstick.cierec_step(
           image_size, width, batch, name.split()[0])
-      options = {} if name == _YNN else xla_options.compiler_options()
-      fns[name] = jax.jit(forward_backward).lower(variables, b).compile(options)
+      jit = jax.jit if name == _YNN else xla_options.jit
+      fns[name] = jit(forward_backward).lower(variables, b).compile()
     finally:
       if constant:
         setattr(conv_ops, constant, saved)

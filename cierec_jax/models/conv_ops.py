@@ -175,8 +175,7 @@ def _conv_by_forms_backward(strides, pads, forward, weight_gradient, res, dy):
   x, w = res
   dx = jax.vjp(lambda x: _native_conv(x, w, strides, pads), x)[1](dy)[0]
   # The whole VJP of the weight-gradient form is traced; XLA drops its forward
-  # product and input gradient, which nothing reads (the test counting
-  # convolutions sees it for Winograd's).
+  # product and input gradient, which nothing reads.
   return dx, jax.vjp(lambda w: weight_gradient(x, w, strides, pads), w)[1](dy)[0]
 
 
