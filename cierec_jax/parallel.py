@@ -279,6 +279,8 @@ class PmapRunner:
     # pmap takes no compiler options: with one process they go in ahead of time.
     # With several, pmap's call converts each process's arrays to global ones
     # and back, which its ahead-of-time program does not, so XLA's defaults stay.
+    self._options = xla_options.compiler_options()
+    self._ahead_of_time = bool(self._options) and jax.process_count() == 1
     self._executables = {}
 
   def put_state(self, state):
@@ -301,21 +303,17 @@ class PmapRunner:
   def step(self, state, batches, items, key, first_step: int, hparams: dict):
     """n steps; returns (state, metrics of [n] arrays)."""
     args = (state, batches, items, key, np.int32(first_step), hparams)
-    options = xla_options.compiler_options()
-    if options and jax.process_count() == 1:
-      state, metrics = self._executable(args, options)(*args)
-    else:
-      state, metrics = self._step(*args)
+    run = self._executable(args) if self._ahead_of_time else self._step
+    state, metrics = run(*args)
     return state, jax.tree.map(lambda x: x[0], metrics)
 
   def compiled(self, state, batches, items, key, first_step: int, hparams: dict):
     """The program `step` runs on these arguments with one process (its text,
     its cost analysis)."""
-    args = (state, batches, items, key, np.int32(first_step), hparams)
-    return self._executable(args, xla_options.compiler_options())
+    return self._executable((state, batches, items, key, np.int32(first_step), hparams))
 
-  def _executable(self, args, options: dict):
+  def _executable(self, args):
     signature = xla_options.shape_key(args)
     if signature not in self._executables:
-      self._executables[signature] = self._step.lower(*args).compile(options)
+      self._executables[signature] = self._step.lower(*args).compile(self._options)
     return self._executables[signature]
