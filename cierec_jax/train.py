@@ -18,6 +18,7 @@ from cierec_jax import config_checks
 from cierec_jax import divergence
 from cierec_jax import evaluate as eval_lib
 from cierec_jax import features as features_lib
+from cierec_jax import host_memory
 from cierec_jax import optim
 from cierec_jax import parallel
 from cierec_jax import pretrain
@@ -79,8 +80,11 @@ def init_encoder(state, tx, config, model):
 
 
 def device_info(mode: str, count: int) -> dict:
-  return {'kind': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform,
+  info = {'kind': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform,
           'count': count, 'process_count': jax.process_count(), 'parallel': mode}
+  if info['platform'] == 'cpu':  # XLA's scratch memory is host memory (host_memory.py)
+    info['huge_pages'] = host_memory.huge_pages()
+  return info
 
 
 # Metrics a train record shows at its last step rather than averaged: the

@@ -23,6 +23,12 @@ if _OWN_CACHE:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='cierec-jax-tests-cache-')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cierec_jax import host_memory  # pylint: disable=wrong-import-position
+
+# The workers xdist starts, and the programs tests run, inherit this: XLA's
+# scratch memory on huge pages, as `python -m cierec_jax.X` has it (host_memory.py).
+os.environ.update(host_memory.huge_pages_environ() or {})
+
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from tests import tiny  # pylint: disable=wrong-import-position
