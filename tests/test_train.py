@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from cierec_jax import checkpoint as ckpt_lib
-from cierec_jax import host_memory
 from cierec_jax import train
 from tests import tiny
 
@@ -83,7 +82,7 @@ def _check_outputs(workdir, res, c):
   for key in ('dataset', 'wall_seconds', 'train_examples_per_second', 'eval_users_per_second', 'devices'):
     assert key in res, key
   assert res['devices']['count'] == jax.device_count()
-  assert res['devices']['huge_pages'] == host_memory.huge_pages()
+  assert isinstance(res['devices']['huge_pages'], bool)  # its value: test_host_memory
   for subset in ('all', 'cold', 'warm', 'cold_item', 'warm_item'):
     assert set(res['test'][subset]) >= {'recall@10', 'ndcg@10', 'recall@20', 'ndcg@20'}
   # CIERec reads annotations: test (and valid) again with them withheld.
