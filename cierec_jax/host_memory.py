@@ -49,6 +49,10 @@ def glibc_version() -> tuple[int, ...] | None:
   return tuple(int(part) for part in version.split('.') if part.isdigit())
 
 
+def _reads_the_tunable(glibc: tuple[int, ...] | None) -> bool:
+  return glibc is not None and glibc >= MIN_GLIBC
+
+
 def tunables(environ) -> dict:
   """GLIBC_TUNABLES as {name: value}."""
   items = (item.partition('=') for item in environ.get('GLIBC_TUNABLES', '').split(':') if item)
@@ -61,7 +65,7 @@ def environ_with_huge_pages(environ, mode: str | None, glibc: tuple[int, ...] | 
   process is the restarted one, the kernel's mode is not 'madvise', or glibc
   is missing or older than MIN_GLIBC."""
   if (TUNABLE in tunables(environ) or RESTARTED in environ or mode != 'madvise'
-      or glibc is None or glibc < MIN_GLIBC):
+      or not _reads_the_tunable(glibc)):
     return None
   given = environ.get('GLIBC_TUNABLES', '').rstrip(':')
   return {**environ, RESTARTED: '1',
@@ -92,8 +96,7 @@ def huge_pages() -> bool:
   mode = thp_mode()
   if mode != 'madvise':
     return mode == 'always'
-  glibc = glibc_version()
-  if glibc is None or glibc < MIN_GLIBC:
+  if not _reads_the_tunable(glibc_version()):
     return False
   try:
     with open('/proc/self/environ', 'rb') as f:

@@ -51,7 +51,7 @@ STRIDED_MIN_MAP = 7 * 7
 SPACE_TO_DEPTH_MAX_FILTERS = 32
 CHUNK_ROWS = 32768  # im2col rows per chunk: a few MB that are reused, not fresh pages
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
-_SAME_3X3 = ((1, 1), ((1, 1), (1, 1)))  # strides and padding of a size-keeping 3x3
+_SAME_PADDING_3X3 = ((1, 1), (1, 1))  # the padding that keeps a stride-1 3x3's map size
 
 
 def resolve(conv_impl: str) -> str:
@@ -137,7 +137,7 @@ def cpu_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
     small = np.prod(outs) < SMALL_MAP
     winograd_3x3 = (use_winograd and not small and kernel.shape[:2] == (3, 3)
                     and tuple(window_strides) == (1, 1)
-                    and tuple(map(tuple, padding)) == _SAME_3X3[1])
+                    and tuple(map(tuple, padding)) == _SAME_PADDING_3X3)
     if winograd_3x3 and lhs.shape[-1] >= WINOGRAD_MIN_CHANNELS:
       return winograd.conv3x3(lhs, kernel)
     if use_winograd and max(kernel.shape[:2]) > 3 and np.prod(outs) >= LARGE_MAP:
