@@ -114,18 +114,15 @@ class Evaluator:
     self._table = xla_options.jit(lambda v, e, el, ln: model.apply(v, e, el, ln, method='item_table'))
     self._score = xla_options.jit(self._score_batch)
     self.score_all_items = None  # None: chosen per split by shapes (_score_batch); tests force a path
-    self._executables = {}
-    self.compile_seconds = 0.0
+    self._compiled = xla_options.AheadOfTime()
+
+  @property
+  def compile_seconds(self) -> float:
+    return self._compiled.seconds
 
   def _run(self, fn, *args):
-    """Calls jitted fn through an ahead-of-time executable cached by argument
-    shapes, so that compilation is timed apart from evaluation."""
-    key = (id(fn), xla_options.shape_key(args))
-    if key not in self._executables:
-      start = time.perf_counter()
-      self._executables[key] = fn.lower(*args).compile()
-      self.compile_seconds += time.perf_counter() - start
-    return self._executables[key](*args)
+    """Calls jitted fn ahead of time, so that compilation is timed apart from evaluation."""
+    return self._compiled(fn, args)(*args)
 
   def item_table(self, variables, annotations: bool = True):
     """Encodes every item once (inference mode) and builds the per-item table;

@@ -281,7 +281,7 @@ class PmapRunner:
     # and back, which its ahead-of-time program does not, so XLA's defaults stay.
     self._options = xla_options.compiler_options()
     self._ahead_of_time = bool(self._options) and jax.process_count() == 1
-    self._executables = {}
+    self._executables = xla_options.AheadOfTime(self._options)
 
   def put_state(self, state):
     n = self.count
@@ -313,7 +313,4 @@ class PmapRunner:
     return self._executable((state, batches, items, key, np.int32(first_step), hparams))
 
   def _executable(self, args):
-    signature = xla_options.shape_key(args)
-    if signature not in self._executables:
-      self._executables[signature] = self._step.lower(*args).compile(self._options)
-    return self._executables[signature]
+    return self._executables(self._step, args)

@@ -56,6 +56,21 @@ def prefetch(iterator, size: int = 2):
     yield item
 
 
+def device_items(runner, data, train_config):
+  """The items' tables, placed on the devices once when they fit in
+  train.device_items_max_mb; None: each call's batches carry their items' inputs."""
+  tables = sampler_lib.device_item_tables(data, float(train_config.device_items_max_mb) * 2**20)
+  return None if tables is None else runner.put_items(tables)
+
+
+def host_item_inputs(calls, data, items):
+  """Calls of (first step, batches), with the items' inputs gathered on the host
+  when `items` (device_items) is None."""
+  if items is not None:
+    return calls
+  return ((i, sampler_lib.with_item_inputs(b, data, raw=True)) for i, b in calls)
+
+
 def build_model(config, data, axis_name=None):
   return registry.create(config.model, num_users=data.num_users, num_items=data.num_items,
                          num_elements=data.num_elements, modality=data.modality,
@@ -301,8 +316,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   out.json('config.json', config.to_dict())
 
   per_call = step_lib.steps_per_call(int(t.steps_per_call), model.spec, spe)
-  tables = sampler_lib.device_item_tables(data, float(t.device_items_max_mb) * 2**20)
-  items = None if tables is None else runner.put_items(tables)  # else gathered on the host
+  items = device_items(runner, data, t)
   evaluator = eval_lib.Evaluator(model, data, config.eval, parallel.eval_placement(int(config.eval.batch_size)))
   dstate = runner.put_state(state)
   key = jax.random.key(int(t.seed))
@@ -362,9 +376,7 @@ def _train_and_evaluate(config, workdir: str, wall_start: float, devices=None) -
   for epoch in range(meta['epoch'], epochs if meta.get('stopped_by') is None else 0):
     start = meta['step_in_epoch'] if epoch == meta['epoch'] else 0
     calls = sampler.calls(epoch, start, per_call, ends_call)  # [n, B] batches per call
-    if items is None:
-      calls = ((i, sampler_lib.with_item_inputs(b, data, raw=True)) for i, b in calls)
-    for i, host_batches in prefetch(calls):
+    for i, host_batches in prefetch(host_item_inputs(calls, data, items)):
       n, first = len(host_batches['weight']), epoch * spe + i
       compiles = n not in compiled
       if compiles and clock is not None:

@@ -6,7 +6,8 @@ For configs/synthetic_large.py (the paper's Table I size: 68,768 users,
 45,630 items, about 1.1 million interactions, 2,736 elements, 32x32 images)
 it prints:
 - preparation: wall time and peak memory of `python -m cierec_jax.data` in a
-  fresh data_dir (skipped, and said so, when DIR already holds the data);
+  fresh data_dir (skipped, and said so, when DIR already holds the data;
+  without --data_dir a temporary folder, removed at the end);
 - train examples/s of MF and CIERec(MF) on 1 and 4 forced CPU devices, each
   in its own process (the device count is fixed when JAX starts), timed over
   the steps after the compiling one, with the input pipeline running;
@@ -79,12 +80,9 @@ def measure(data_dir: str, model: str, steps: int, evaluate: bool, eval_users: i
   example = sampler_lib.with_item_inputs(next(sampler.batches(0)), data)
   state = train_step.create_state(net, optimizer(), example, int(t.seed))
   per_call = train_step.steps_per_call(int(t.steps_per_call), net.spec, sampler.steps_per_epoch)
-  tables = sampler_lib.device_item_tables(data, float(t.device_items_max_mb) * 2**20)
-  items = None if tables is None else runner.put_items(tables)
+  items = train.device_items(runner, data, t)
   calls = itertools.chain.from_iterable(sampler.calls(e, 0, per_call) for e in itertools.count())
-  if items is None:
-    calls = ((i, sampler_lib.with_item_inputs(b, data, raw=True)) for i, b in calls)
-  calls = train.prefetch(calls)
+  calls = train.prefetch(train.host_item_inputs(calls, data, items))
   state = runner.put_state(state)
   key = jax.random.key(0)
   first, batches = next(calls)
@@ -139,7 +137,15 @@ def main(_):
     users = _CIEREC_EVAL_USERS.value if model == 'cierec' else 0
     print(json.dumps(measure(_DATA_DIR.value, model, steps, bool(int(evaluate)), users)), flush=True)
     return
-  data_dir = _DATA_DIR.value or tempfile.mkdtemp(prefix='bench_scale_')
+  if _DATA_DIR.value:
+    benchmark(_DATA_DIR.value)
+    return
+  with tempfile.TemporaryDirectory(prefix='bench_scale_') as data_dir:  # GBs: removed at the end
+    benchmark(data_dir)
+
+
+def benchmark(data_dir: str):
+  """Prepares the dataset in data_dir unless it is there, then prints the tables."""
   start = time.perf_counter()
   from cierec_jax.data import load  # pylint: disable=g-import-not-at-top
   if load.is_prepared(config(data_dir, 'mf')):

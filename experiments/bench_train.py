@@ -58,7 +58,11 @@ SETTINGS = (
 
 
 def run(config: str, model: str, devices: int, mode: str, overrides=()) -> dict:
-  workdir = tempfile.mkdtemp(prefix='bench_train_')
+  with tempfile.TemporaryDirectory(prefix='bench_train_') as workdir:  # checkpoints: MBs a run
+    return _run_in(workdir, config, model, devices, mode, overrides)
+
+
+def _run_in(workdir: str, config: str, model: str, devices: int, mode: str, overrides) -> dict:
   env = dict(os.environ)
   if devices > 1:
     env['JAX_PLATFORMS'] = 'cpu'

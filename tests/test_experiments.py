@@ -28,10 +28,10 @@ TINY = ['--config=configs/default.py', '--config.dataset.num_users=40', '--confi
         '--config.model.encoder_init=']  # random init, unless a test passes the session's pretrained encoder
 
 
-def _module(script, *args):
+def _module(script, *args, env=None):
   """Runs `python -m experiments.<script> args` in the repository root."""
   return subprocess.run([sys.executable, '-m', f'experiments.{script}', *args], cwd=ROOT,
-                        capture_output=True, text=True)
+                        capture_output=True, text=True, env=env)
 
 
 def _table_rows(stdout, *headers):
@@ -328,9 +328,12 @@ def test_alternating_medians_warms_up_rotates_the_order_and_times_each_call(monk
 
 def test_bench_train_repeats_a_row_and_reports_the_median(tmp_path):
   tiny = [f'--set={a.removeprefix("--config.")}' for a in TINY[1:]]
+  scratch = tmp_path / 'tmp'
+  scratch.mkdir()
   out = _module('bench_train', '--only=^MF, default$', '--epochs=2', '--repeats=2',
-                f'--data_dir={tmp_path}', *tiny)
+                f'--data_dir={tmp_path}', *tiny, env=dict(os.environ, TMPDIR=str(scratch)))
   assert out.returncode == 0, out.stderr[-3000:]
+  assert not list(scratch.iterdir())  # the runs' workdirs (checkpoints) are removed
   rows = [l for l in out.stdout.splitlines() if l.startswith('| MF, default |')]
   assert len(rows) == 1, out.stdout
   cells = [c.strip() for c in rows[0].strip('|').split('|')]

@@ -1,5 +1,7 @@
 """Preparation rules: splits, cold/warm, vocabulary and evaluation negatives."""
 
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -50,6 +52,18 @@ def test_cold_warm_matches_definition(tiny_data):
   assert d.user_cold.any() and (~d.user_cold).any()
   assert d.stats['cold_users'] == d.user_cold.sum() and d.stats['warm_users'] == (~d.user_cold).sum()
   assert d.stats['cold_user_share'] == d.user_cold.mean()
+
+
+def test_preparing_leaves_no_temporary_folders(tmp_path, monkeypatch):
+  from cierec_jax.data import load  # pylint: disable=g-import-not-at-top
+  from tests import tiny  # pylint: disable=g-import-not-at-top
+  scratch = tmp_path / 'scratch'
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+  c = tiny.config(str(tmp_path / 'data'))
+  assert not load.is_prepared(c)
+  load.prepare(c)
+  assert load.is_prepared(c) and not list(scratch.iterdir())
 
 
 def test_user_and_item_boundaries_are_separate_settings(tmp_path):

@@ -29,6 +29,15 @@ ITEMS, USERS = 'items', 'users'
 _PREPARED_CACHE: dict = {}
 
 
+class _LocalDatasetInfo(tfds.core.DatasetInfo):
+  """A table's info that never asks TFDS's GCS bucket about it: none of these
+  tables is there, and the asking leaves an empty temporary folder for every
+  table not yet prepared (`mkdtemp('tfds')`, TFDS 4.9)."""
+
+  def initialize_from_bucket(self) -> None:
+    pass
+
+
 @dataclasses.dataclass(eq=False)
 class RecConfig(tfds.core.BuilderConfig):
   table: str = ITEMS
@@ -85,7 +94,7 @@ class RecBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
                   'cold': np.bool_,
                   'negatives': tfds.features.Tensor(shape=prep.negatives.shape[1:], dtype=np.int32)}
       metadata = {'stats': prep.stats}
-    return tfds.core.DatasetInfo(
+    return _LocalDatasetInfo(
         builder=self, features=tfds.features.FeaturesDict(features),
         metadata=tfds.core.MetadataDict(metadata),
         disable_shuffling=True)  # record k is item k / user k
