@@ -218,9 +218,9 @@ def scan_steps(step_fn, item_inputs=None, unroll: int = 1):
       return step_fn(state, batch, jax.random.fold_in(key, first_step + i), hparams)
     n = jax.tree.leaves(batches)[0].shape[0]
     if n == 1:
-      # No loop for one step: XLA:CPU runs a ResNet's convolutions inside a
-      # while-loop body ~13x slower (3.67 s against 0.27 s for the default
-      # CIERec(MF) step, one core), and image models run one step per call.
+      # No loop for one step: with model.conv_impl='xla', XLA:CPU runs the
+      # ResNet's gradient convolutions inside a loop body ~14x slower
+      # (conv_ops._native_conv says why; the other conv_impls avoid it).
       state, metrics = one(state, (jnp.zeros((), jnp.int32), jax.tree.map(lambda x: x[0], batches)))
       return state, jax.tree.map(lambda x: x[None], metrics)
     return jax.lax.scan(one, state, (jnp.arange(n), batches), unroll=min(unroll, n))
@@ -236,11 +236,25 @@ def scan_unroll(spec) -> int:
   return 4 if spec.encoder is None else 1
 
 
+# Image models' steps per call (auto): a call's fixed costs (its scratch memory
+# faulted in afresh, the batch's transfer, the host's loop) then come once per
+# 4-8 steps. CIERec(MF) forward+backward in a loop: 0.145 against 0.152 s a
+# step (32x32, 8 a call), 4.91 against 5.34 s (224x224, 4 a call).
+ENCODER_STEPS_PER_CALL = 8
+
+
 def steps_per_call(setting: int, spec, steps_per_epoch: int) -> int:
-  """train.steps_per_call, or for 0 (auto): 1 for image encoders, whose step
-  dwarfs a dispatch, else up to 256 (embedding models' steps take microseconds)."""
+  """train.steps_per_call, or for 0 (auto): embedding models (steps of
+  microseconds) up to 256; image models the largest divisor of the epoch's
+  steps from 4 to ENCODER_STEPS_PER_CALL, so that every call has the same
+  length and one program, else ENCODER_STEPS_PER_CALL (the epoch's last,
+  shorter call compiles once more)."""
   if setting < 0:
     raise ValueError(f'train.steps_per_call={setting}: expected 0 (auto) or a positive count')
   if setting:
     return setting
-  return 1 if spec.encoder == 'resnet18' else min(256, steps_per_epoch)
+  if spec.encoder != 'resnet18':
+    return min(256, steps_per_epoch)
+  top = ENCODER_STEPS_PER_CALL
+  divisors = [n for n in range(top, top // 2 - 1, -1) if steps_per_epoch % n == 0]
+  return min(steps_per_epoch, divisors[0] if divisors else top)

@@ -112,8 +112,9 @@ def base_config() -> ml_collections.ConfigDict:
   # pretrained stage in <workdir>/stage_<name> first (cierec_jax/stages.py).
   c.train.init_from = ''
   # Optimizer steps per device call (a lax.scan over stacked batches); 0: auto,
-  # 1 for image encoders (a step dwarfs the dispatch), else up to 256. Results
-  # do not depend on it; calls end at epoch ends, checkpoints and the halt step.
+  # for image encoders 4-8 (a divisor of the epoch's steps where one exists),
+  # else up to 256. Results do not depend on it (to float rounding); calls end
+  # at epoch ends, checkpoints and the halt step.
   c.train.steps_per_call = 0
   # Item inputs (preloaded contents, annotation elements) up to this size stay
   # on the device and are gathered inside the step; larger ones are gathered on

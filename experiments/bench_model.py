@@ -1,14 +1,16 @@
 """Model speed: parameters, forward and forward+backward time, images/s.
 
   python -m experiments.bench_model [--conv_impls=xla,auto] [--repeats=3] [--scales=default,paper]
-      [--image_size=16 --width=4]
+      [--image_size=16 --width=4] [--steps_per_call=4]
 
 For the default config (CIERec(MF), its image size and encoder width) and for
 224x224 images with encoder width 64, next to a plain ResNet18 train step,
 once per `model.conv_impl` (xla: XLA's own convolutions and max-pool, the
 path before conv_ops; auto: winograd on CPU). Batches are arguments of the
 compiled step, as in training (constants would be folded at compile time). Then every
-registered model's parameter count at the default config.
+registered model's parameter count at the default config. The forward+backward
+is timed alone per call and, as training runs image models (train.steps_per_call,
+auto 4-8), per step in calls of --steps_per_call steps.
 """
 
 from absl import app
@@ -27,24 +29,32 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement.')
 _CONV_IMPLS = flags.DEFINE_list('conv_impls', ['xla', 'auto'], 'model.conv_impl values to measure.')
 _SCALES = flags.DEFINE_list('scales', ['default', 'paper'],
                             'default: the default config; paper: 224x224, width 64.')
+_STEPS_PER_CALL = flags.DEFINE_integer('steps_per_call', 4, 'Forward+backward steps per call for '
+                                       'the per-step column (1: leave it out).', lower_bound=1)
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 0, "Image size for every scale (0: the scale's own).",
                                    lower_bound=0)
 _WIDTH = flags.DEFINE_integer('width', 0, "Encoder width for every scale (0: the scale's own).",
                               lower_bound=0)
 
 
-def measure(image_size: int, width: int, batch: int, repeats: int, conv_impl: str) -> dict:
+def measure(image_size: int, width: int, batch: int, repeats: int, conv_impl: str,
+            steps_per_call: int = 1) -> dict:
   model, forward_backward, variables, b = yardstick.cierec_step(image_size, width, batch, conv_impl)
 
   @xla_options.jit
   def forward(v, b):
     return model.apply(v, b, jnp.ones(2), train=True, mutable=['batch_stats'])[0]['pos']
 
-  forward_backward = xla_options.jit(forward_backward)
   fwd = yardstick.time_per_call(forward, variables, b, repeats=repeats)
-  fb = yardstick.time_per_call(forward_backward, variables, b, repeats=repeats)
+  fb = yardstick.time_per_call(xla_options.jit(forward_backward), variables, b, repeats=repeats)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
-  return {'params': count, 'forward_s': fwd, 'fwd_bwd_s': fb, 'images_per_s': 2 * batch / fb}
+  out = {'params': count, 'forward_s': fwd, 'fwd_bwd_s': fb, 'images_per_s': 2 * batch / fb}
+  if steps_per_call > 1:
+    batches = jax.tree.map(lambda x: jnp.stack([x] * steps_per_call), b)
+    call = xla_options.jit(yardstick.in_one_call(forward_backward))
+    out['fwd_bwd_in_calls_s'] = yardstick.time_per_call(call, variables, batches,
+                                                        repeats=repeats) / steps_per_call
+  return out
 
 
 def main(_):
@@ -53,9 +63,11 @@ def main(_):
     raise app.UsageError(f'--scales={",".join(_SCALES.value)}: expected default and/or paper')
   c = default.get_config()
   print(f'device: {yardstick.device_line()}')
-  print('| setting | conv_impl | params | batch (triples) | forward s/batch | fwd+bwd s/batch | '
-        'fwd+bwd images/s | plain ResNet18 train images/s |')
-  print('|---|---|---|---|---|---|---|---|')
+  n = _STEPS_PER_CALL.value
+  in_calls = f' fwd+bwd s/step, {n} per call |' if n > 1 else ''
+  print('| setting | conv_impl | params | batch (triples) | forward s/batch | fwd+bwd s/batch |'
+        f'{in_calls} fwd+bwd images/s | plain ResNet18 train images/s |')
+  print('|---|---|---|---|---|---|---|---|' + ('---|' if n > 1 else ''))
   scales = {'default': ('default config', int(c.dataset.image_size), int(c.model.encoder_width),
                         _BATCH.value or int(c.train.batch_size)),
             'paper': ('paper scale', 224, 64, _BATCH.value or 32)}
@@ -63,11 +75,12 @@ def main(_):
     if (_IMAGE_SIZE.value or size, _WIDTH.value or width) != (size, width):
       name, size, width = 'custom', _IMAGE_SIZE.value or size, _WIDTH.value or width
     for impl in _CONV_IMPLS.value:
-      m = measure(size, width, batch, _REPEATS.value, impl)
+      m = measure(size, width, batch, _REPEATS.value, impl, n)
       plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value, impl)
+      step = f" {m['fwd_bwd_in_calls_s']:.4f} |" if n > 1 else ''
       print(f"| {name} ({size}x{size}, width {width}) | {impl} | {m['params']:,} | {batch} | "
-            f"{m['forward_s']:.4f} | {m['fwd_bwd_s']:.4f} | {m['images_per_s']:,.0f} | {plain:,.0f} |",
-            flush=True)
+            f"{m['forward_s']:.4f} | {m['fwd_bwd_s']:.4f} |{step} {m['images_per_s']:,.0f} | "
+            f"{plain:,.0f} |", flush=True)
   size, width, dims = int(c.dataset.image_size), int(c.model.encoder_width), yardstick.DIMS
   print(f'\nParameters at the default config ({size}x{size} images, encoder width {width}, '
         f"{dims['num_users']} users, {dims['num_items']} items, {dims['num_elements']} elements):")

@@ -100,6 +100,19 @@ def encoder_fwd_bwd_seconds(model, batch: dict, repeats: int = 3) -> float:
   return time_per_call(fwd_bwd, variables, x, repeats=repeats)
 
 
+def in_one_call(forward_backward):
+  """call(variables, batches [n, ...]): forward_backward on each of the n
+  batches inside one program, a lax.scan as train.steps_per_call runs steps;
+  the gradients are summed, so that none is dropped."""
+  def call(variables, batches):
+    first = jax.tree.map(lambda x: x[0], batches)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(forward_backward, variables, first))
+    add = lambda total, b: (jax.tree.map(jnp.add, total, forward_backward(variables, b)), None)
+    return jax.lax.scan(add, zeros, batches)[0]
+  return call
+
+
 def device_line() -> str:
   d = jax.devices()[0]
   return f'{jax.device_count()} x {d.device_kind} ({d.platform}), jax {jax.__version__}'

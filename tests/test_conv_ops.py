@@ -3,6 +3,7 @@ float rounding: every layer shape at both scales, odd maps, the max-pool's
 ties, the whole encoder's outputs and gradients, and its params."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +54,45 @@ def test_convolutions_match_xla(monkeypatch, image_size, width, batch, impl):
   for layer, a, b in zip(layers, got, want):
     for name, x, y in zip(('y', 'dx', 'dw'), a, b):
       assert_close(x, y, f'{layer[0]} {name}')
+
+
+@pytest.mark.parametrize('shape,kernel,stride,pads', [
+    ((2, 8, 8, 3), 3, 1, ((1, 1), (1, 1))),
+    ((2, 7, 9, 4), 3, 2, ((1, 1), (1, 1))),  # odd maps: the last row and column unused
+    ((1, 12, 10, 3), 7, 2, ((3, 3), (3, 2))),  # the stem's kernel, uneven padding
+    ((2, 6, 6, 4), 1, 2, ((0, 0), (0, 0))),
+    ((1, 5, 6, 2), 4, 1, ((0, 2), (1, 0)))])
+def test_native_convolution_gradients_match_xla(shape, kernel, stride, pads):
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=shape).astype(np.float32)
+  w = rng.normal(size=(kernel, kernel, shape[-1], 5)).astype(np.float32)
+  native = lambda x, w, strides, pads, **_: conv_ops._native_conv(x, w, strides, pads)  # pylint: disable=protected-access
+  want = conv_outputs(lax.conv_general_dilated, x, w, stride, pads)
+  for name, a, b in zip(('y', 'dx', 'dw'), conv_outputs(native, x, w, stride, pads), want):
+    assert a.shape == b.shape, name
+    assert_close(a, b, name)
+
+
+def test_convolutions_inside_a_loop_keep_the_form_xla_cpu_runs_fast():
+  """XLA:CPU rewrites other convolutions into its library's NHWC/HWIO form only
+  at a program's top level; inside a loop (train.steps_per_call > 1) they ran
+  on a naive kernel, 14x slower. Every convolution of the ResNet's gradient,
+  compiled in a lax.scan body, must already have that form."""
+  model = resnet.ResNet18(16, 32, conv_impl='winograd')
+  x = jnp.ones((2, 2, 32, 32, 3), jnp.float32)
+  variables = train_step.init_variables(model, jax.random.key(0), x[0], train=True)
+
+  def steps(params, xs):
+    def one(params, x):
+      grads = jax.grad(lambda p: jnp.sum(model.apply(
+          {**variables, 'params': p}, x, train=True, mutable=['batch_stats'])[0]))(params)
+      return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), None
+    return lax.scan(one, params, xs)[0]
+
+  text = jax.jit(steps).lower(variables['params'], x).compile().as_text()
+  labels = re.findall(r'= f32\[[^\]]*\][^ ]* convolution\(.*?dim_labels=([\w>-]+)', text)
+  assert len(labels) >= 10, labels  # stage 1 and 2's forward, input and weight gradients
+  assert set(labels) == {'b01f_01io->b01f'}, labels
 
 
 @pytest.mark.parametrize('shape,filters', [((2, 4, 4, 3), 5), ((1, 5, 8, 2), 3), ((2, 7, 9, 4), 4)])

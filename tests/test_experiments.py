@@ -358,10 +358,11 @@ def test_bench_model_times_the_step_and_counts_every_models_parameters():
   # 16x16 at width 4: the step's programs compile in 9 and 13 s against 14 and 20 s at
   # the default config's 32x32 and width 16 (alone); the counts below are the default's.
   out = _module('bench_model', '--scales=default', '--conv_impls=auto', '--batch=2', '--repeats=1',
-                '--image_size=16', '--width=4')
+                '--image_size=16', '--width=4', '--steps_per_call=2')
   assert out.returncode == 0, out.stderr[-3000:]
+  assert '| fwd+bwd s/step, 2 per call |' in out.stdout
   rows = _table_rows(out.stdout, 'setting', 'model.name')
-  steps = [r for r in rows if len(r) == 8]
+  steps = [r for r in rows if len(r) == 9]
   c = default.get_config().model
   c.encoder_width, c.encoder_init = 4, ''
   from experiments import yardstick  # pylint: disable=g-import-not-at-top

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import flax
 import jax
@@ -206,6 +207,17 @@ def test_steps_per_call_and_device_items_give_the_one_step_results(tmp_path):
   for r in one_logged + four_logged:
     assert np.isfinite(r['grad_norm']) and r['grad_norm'] > 0, r
   np.testing.assert_allclose(later(four_logged, 'grad_norm'), later(one_logged, 'grad_norm'), rtol=1e-4)
+
+
+def test_auto_steps_per_call_gives_image_models_calls_of_one_length():
+  from cierec_jax import train_step  # pylint: disable=g-import-not-at-top
+  image, embedding = types.SimpleNamespace(encoder='resnet18'), types.SimpleNamespace(encoder=None)
+  auto = lambda spec, spe: train_step.steps_per_call(0, spec, spe)
+  assert [auto(image, spe) for spe in (30, 233, 40, 12, 3, 1)] == [6, 8, 8, 6, 3, 1]
+  assert [auto(embedding, spe) for spe in (30, 233, 1000)] == [30, 233, 256]
+  assert train_step.steps_per_call(5, image, 30) == 5
+  with pytest.raises(ValueError, match='train.steps_per_call=-1'):
+    train_step.steps_per_call(-1, image, 30)
 
 
 def test_record_ends_every_log_interval_epoch_checkpoint_and_halt():
