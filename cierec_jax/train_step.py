@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cierec_jax.models import conv_ops
 from cierec_jax.models.recommender import POLICY
 
 
@@ -246,15 +247,19 @@ ENCODER_STEPS_PER_CALL = 8
 def steps_per_call(setting: int, spec, steps_per_epoch: int) -> int:
   """train.steps_per_call, or for 0 (auto): embedding models (steps of
   microseconds) up to 256; image models the largest divisor of the epoch's
-  steps from 4 to ENCODER_STEPS_PER_CALL, so that every call has the same
-  length and one program, else ENCODER_STEPS_PER_CALL (the epoch's last,
-  shorter call compiles once more)."""
+  steps from 4 to ENCODER_STEPS_PER_CALL, so that every training call has the
+  same length and one program, else ENCODER_STEPS_PER_CALL (the epoch's last,
+  shorter call compiles once more). Image models with model.conv_impl='xla'
+  on CPU keep 1: XLA's own gradient convolutions run on a naive kernel inside
+  a loop (conv_ops._native_conv)."""
   if setting < 0:
     raise ValueError(f'train.steps_per_call={setting}: expected 0 (auto) or a positive count')
   if setting:
     return setting
   if spec.encoder != 'resnet18':
-    return min(256, steps_per_epoch)
+    return max(1, min(256, steps_per_epoch))
+  if jax.default_backend() == 'cpu' and conv_ops.resolve(spec.conv_impl) == 'xla':
+    return 1
   top = ENCODER_STEPS_PER_CALL
   divisors = [n for n in range(top, top // 2 - 1, -1) if steps_per_epoch % n == 0]
-  return min(steps_per_epoch, divisors[0] if divisors else top)
+  return max(1, min(steps_per_epoch, divisors[0] if divisors else top))

@@ -10,7 +10,8 @@ path before conv_ops; auto: winograd on CPU). Batches are arguments of the
 compiled step, as in training (constants would be folded at compile time). Then every
 registered model's parameter count at the default config. The forward+backward
 is timed alone per call and, as training runs image models (train.steps_per_call,
-auto 4-8), per step in calls of --steps_per_call steps.
+auto 4-8), per step in calls of --steps_per_call steps ('-' for conv_impl=xla on
+CPU, which training keeps at one step per call).
 """
 
 from absl import app
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from cierec_jax import xla_options
+from cierec_jax.models import conv_ops
 from cierec_jax.models import registry
 from configs import default
 from experiments import yardstick
@@ -75,9 +77,12 @@ def main(_):
     if (_IMAGE_SIZE.value or size, _WIDTH.value or width) != (size, width):
       name, size, width = 'custom', _IMAGE_SIZE.value or size, _WIDTH.value or width
     for impl in _CONV_IMPLS.value:
-      m = measure(size, width, batch, _REPEATS.value, impl, n)
+      # XLA's own gradient convolutions run on a naive kernel inside a loop on CPU
+      # (conv_ops._native_conv); training keeps them at one step per call.
+      naive = jax.default_backend() == 'cpu' and conv_ops.resolve(impl) == 'xla'
+      m = measure(size, width, batch, _REPEATS.value, impl, 1 if naive else n)
       plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value, impl)
-      step = f" {m['fwd_bwd_in_calls_s']:.4f} |" if n > 1 else ''
+      step = '' if n == 1 else ' - |' if naive else f" {m['fwd_bwd_in_calls_s']:.4f} |"
       print(f"| {name} ({size}x{size}, width {width}) | {impl} | {m['params']:,} | {batch} | "
             f"{m['forward_s']:.4f} | {m['fwd_bwd_s']:.4f} |{step} {m['images_per_s']:,.0f} | "
             f"{plain:,.0f} |", flush=True)

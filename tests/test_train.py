@@ -211,10 +211,14 @@ def test_steps_per_call_and_device_items_give_the_one_step_results(tmp_path):
 
 def test_auto_steps_per_call_gives_image_models_calls_of_one_length():
   from cierec_jax import train_step  # pylint: disable=g-import-not-at-top
-  image, embedding = types.SimpleNamespace(encoder='resnet18'), types.SimpleNamespace(encoder=None)
+  image = types.SimpleNamespace(encoder='resnet18', conv_impl='auto')
+  embedding = types.SimpleNamespace(encoder=None, conv_impl='auto')
   auto = lambda spec, spe: train_step.steps_per_call(0, spec, spe)
-  assert [auto(image, spe) for spe in (30, 233, 40, 12, 3, 1)] == [6, 8, 8, 6, 3, 1]
-  assert [auto(embedding, spe) for spe in (30, 233, 1000)] == [30, 233, 256]
+  assert [auto(image, spe) for spe in (30, 233, 40, 12, 3, 1, 0)] == [6, 8, 8, 6, 3, 1, 1]
+  assert [auto(embedding, spe) for spe in (30, 233, 1000, 0)] == [30, 233, 256, 1]
+  # XLA's own convolutions keep one step per call on CPU (tests run on CPU): their
+  # gradients inside a loop run on XLA's naive kernel.
+  assert auto(types.SimpleNamespace(encoder='resnet18', conv_impl='xla'), 30) == 1
   assert train_step.steps_per_call(5, image, 30) == 5
   with pytest.raises(ValueError, match='train.steps_per_call=-1'):
     train_step.steps_per_call(-1, image, 30)
