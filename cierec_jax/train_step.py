@@ -258,7 +258,7 @@ def steps_per_call(setting: int, spec, steps_per_epoch: int) -> int:
     return setting
   if spec.encoder != 'resnet18':
     return max(1, min(256, steps_per_epoch))
-  if jax.default_backend() == 'cpu' and conv_ops.resolve(spec.conv_impl) == 'xla':
+  if conv_ops.gradients_slow_in_loops(spec.conv_impl):
     return 1
   top = ENCODER_STEPS_PER_CALL
   divisors = [n for n in range(top, top // 2 - 1, -1) if steps_per_epoch % n == 0]

@@ -77,9 +77,7 @@ def main(_):
     if (_IMAGE_SIZE.value or size, _WIDTH.value or width) != (size, width):
       name, size, width = 'custom', _IMAGE_SIZE.value or size, _WIDTH.value or width
     for impl in _CONV_IMPLS.value:
-      # XLA's own gradient convolutions run on a naive kernel inside a loop on CPU
-      # (conv_ops._native_conv); training keeps them at one step per call.
-      naive = jax.default_backend() == 'cpu' and conv_ops.resolve(impl) == 'xla'
+      naive = conv_ops.gradients_slow_in_loops(impl)  # training keeps one step per call
       m = measure(size, width, batch, _REPEATS.value, impl, 1 if naive else n)
       plain = yardstick.resnet18_train_images_per_second(size, width, 2 * batch, _REPEATS.value, impl)
       step = '' if n == 1 else ' - |' if naive else f" {m['fwd_bwd_in_calls_s']:.4f} |"

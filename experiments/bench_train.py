@@ -58,24 +58,20 @@ SETTINGS = (
 
 
 def run(config: str, model: str, devices: int, mode: str, overrides=()) -> dict:
-  with tempfile.TemporaryDirectory(prefix='bench_train_') as workdir:  # checkpoints: MBs a run
-    return _run_in(workdir, config, model, devices, mode, overrides)
-
-
-def _run_in(workdir: str, config: str, model: str, devices: int, mode: str, overrides) -> dict:
   env = dict(os.environ)
   if devices > 1:
     env['JAX_PLATFORMS'] = 'cpu'
     env['JAX_NUM_CPU_DEVICES'] = str(devices)
     env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  args = [sys.executable, '-m', 'cierec_jax.main', f'--config={config}', f'--workdir={workdir}',
-          f'--config.model.name={model}', f'--config.train.epochs={_EPOCHS.value}',
-          f'--config.train.parallel={mode}'] + [f'--config.{s}' for s in (*overrides, *_SET.value)]
-  if _DATA_DIR.value:
-    args.append(f'--config.dataset.data_dir={_DATA_DIR.value}')
-  subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL)
-  with open(os.path.join(workdir, 'results.json')) as f:
-    return json.load(f)
+  with tempfile.TemporaryDirectory(prefix='bench_train_') as workdir:  # checkpoints: MBs a run
+    args = [sys.executable, '-m', 'cierec_jax.main', f'--config={config}', f'--workdir={workdir}',
+            f'--config.model.name={model}', f'--config.train.epochs={_EPOCHS.value}',
+            f'--config.train.parallel={mode}'] + [f'--config.{s}' for s in (*overrides, *_SET.value)]
+    if _DATA_DIR.value:
+      args.append(f'--config.dataset.data_dir={_DATA_DIR.value}')
+    subprocess.run(args, check=True, env=env, stdout=subprocess.DEVNULL)
+    with open(os.path.join(workdir, 'results.json')) as f:
+      return json.load(f)
 
 
 def encoder_seconds(results: dict) -> float | None:

@@ -63,6 +63,13 @@ def resolve(conv_impl: str) -> str:
   return conv_impl
 
 
+def gradients_slow_in_loops(conv_impl: str) -> bool:
+  """Whether XLA:CPU runs this conv_impl's gradient convolutions on its naive
+  kernel inside a loop body (train.steps_per_call > 1): only XLA's own
+  autodiff on CPU ('xla'); the other forms use `_native_conv`."""
+  return jax.default_backend() == 'cpu' and resolve(conv_impl) == 'xla'
+
+
 def conv_function(conv_impl: str):
   """The `conv_general_dilated` that nn.Conv should call (None: lax's own)."""
   impl = resolve(conv_impl)
