@@ -25,7 +25,10 @@ TINY = ['--config=configs/default.py', '--config.dataset.num_users=40', '--confi
         '--config.dataset.image_size=16', '--config.eval.num_negatives=30', '--config.eval.repeats=2',
         '--config.model.embed_dim=8', '--config.model.feature_dim=32', '--config.model.encoder_width=4',
         '--config.train.batch_size=128', '--config.eval.batch_size=20',
-        '--config.model.encoder_init=']  # random init, unless a test passes the session's pretrained encoder
+        '--config.model.encoder_init=',  # random init, unless a test passes the session's pretrained encoder
+        # One step per call: a run's train call is then also its divergence probe's
+        # program, one compile per model instead of two (auto's calls: tests/test_train.py).
+        '--config.train.steps_per_call=1']
 
 
 def _module(script, *args, env=None):

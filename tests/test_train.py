@@ -43,19 +43,25 @@ def _final_params(workdir):
 def test_stopped_run_resumes_to_the_same_result(tmp_path):
   """Also checks the full run's outputs (_check_outputs), and the halted run's
   steps against 1 device and pmap (_check_parallel_modes_agree): the 4-device
-  program is compiled once for the three."""
+  program is compiled once for the three.
+
+  One step per call: each mode's train call is then also its divergence
+  probe's program, one CIERec compile per mode instead of two or three (the
+  test took 225 s alone, 321 s in the suite, on a slow day). Calls of several
+  steps across a halt and a resume: test_steps_per_call_and_device_items_give_the_one_step_results."""
   data_dir = str(tmp_path / 'data')
-  c = _config(data_dir)
+  config = functools.partial(_config, data_dir, steps_per_call=1)
+  c = config()
   c.eval.dump = True  # the dump changes nothing the resumed run is compared on
   full = train.train_and_evaluate(c, str(tmp_path / 'full'))
   _check_outputs(tmp_path / 'full', full, c)
   steps = full['steps']
   halt = 3  # inside the first epoch, whose end the resumed run must still reach
-  halted = train.train_and_evaluate(_config(data_dir, halt_after_steps=halt), str(tmp_path / 'cut'))
+  halted = train.train_and_evaluate(config(halt_after_steps=halt), str(tmp_path / 'cut'))
   assert halted == {'halted_at_step': halt}
   assert not os.path.exists(tmp_path / 'cut' / 'results.json')
-  _check_parallel_modes_agree(data_dir, tmp_path, halt, _final_params(str(tmp_path / 'cut')))
-  resumed = train.train_and_evaluate(_config(data_dir), str(tmp_path / 'cut'))
+  _check_parallel_modes_agree(config, tmp_path, halt, _final_params(str(tmp_path / 'cut')))
+  resumed = train.train_and_evaluate(config(), str(tmp_path / 'cut'))
   untimed = lambda r: {k: v for k, v in r.items() if k not in ('seconds', 'users_per_second', 'compile_seconds')}
   assert untimed(resumed['test']) == untimed(full['test'])
   assert untimed(resumed['valid']) == untimed(full['valid'])
@@ -121,9 +127,10 @@ def _train_losses(workdir) -> np.ndarray:
                    if r['kind'] == 'train'])
 
 
-def _check_parallel_modes_agree(data_dir, tmp_path, halt, want):
+def _check_parallel_modes_agree(config, tmp_path, halt, want):
   """The first `halt` steps on 1 device (jit) and on 4 (pmap) against 4 (jit):
-  `want`, the params of tmp_path/'cut', halted there.
+  `want`, the params of tmp_path/'cut', halted there. config(**train
+  overrides): the runs' config.
 
   The modes differ only in float32 summation order (sharded reductions,
   all-reduces). Losses agree to rtol 1e-4. For parameters, Adagrad with a zero
@@ -134,10 +141,10 @@ def _check_parallel_modes_agree(data_dir, tmp_path, halt, want):
   difference to be at rounding level (1e-6).
   """
   assert jax.device_count() == 4
-  lr = tiny.config(data_dir).train.lr
+  lr = config().train.lr
   for mode, devices in (('jit', jax.devices()[:1]), ('pmap', None)):
     workdir = tmp_path / f'{mode}-{len(devices or jax.devices())}'
-    res = train.train_and_evaluate(_config(data_dir, halt_after_steps=halt, parallel=mode), str(workdir), devices)
+    res = train.train_and_evaluate(config(halt_after_steps=halt, parallel=mode), str(workdir), devices)
     assert res == {'halted_at_step': halt}
     np.testing.assert_allclose(_train_losses(workdir), _train_losses(tmp_path / 'cut'), rtol=1e-4, err_msg=mode)
     params, diffs = _final_params(str(workdir)), []
