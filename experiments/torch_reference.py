@@ -88,17 +88,17 @@ def cotangent(images: int, width: int) -> np.ndarray:
   return np.cos(np.arange(images * 8 * width, dtype=np.float32)).reshape(images, 8 * width)
 
 
-def jax_forward_backward(jax_model):
+def jax_forward_backward(jax_model, jit: bool = True):
   """(variables, x, ct) -> (features [N, 8 * width], parameter gradients of
-  <features, ct>), train-mode BatchNorm, jitted."""
-  @xla_options.jit
+  <features, ct>), train-mode BatchNorm; jitted unless `jit` is False (for a
+  caller's own program: compile options go on the top-level jit only)."""
   def step(variables, x, ct):
     def loss(params):
       y, _ = jax_model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
       return jnp.sum(y * ct), y
     grads, y = jax.grad(loss, has_aux=True)(variables['params'])
     return y, grads
-  return step
+  return xla_options.jit(step) if jit else step
 
 
 def torch_forward_backward(torch_model: ResNet18, x, ct):
@@ -147,12 +147,24 @@ def assert_same_function(torch_model, jax_model, torch_args, jax_args, rtol: flo
   return variables
 
 
-def alternate_seconds(torch_model, jax_model, variables, torch_args, jax_args, rounds: int) -> dict:
-  """Median seconds per forward+backward of each, one call of each per round."""
+def alternate_seconds(torch_model, jax_model, variables, torch_args, jax_args, rounds: int,
+                      steps_per_call: int = 1) -> dict:
+  """Median seconds per forward+backward of each, one call of each per round.
+  With steps_per_call > 1, 'jax_in_calls' too: JAX's seconds per step when a
+  call runs that many (a lax.scan, as training runs image models; the same
+  images each step), timed in the same rounds."""
   jax_step = jax_forward_backward(jax_model)
-  return yardstick.alternating_medians(
-      {'jax': lambda: jax.block_until_ready(jax_step(variables, *jax_args)),
-       'torch': lambda: torch_forward_backward(torch_model, *torch_args)}, rounds)
+  calls = {'jax': lambda: jax.block_until_ready(jax_step(variables, *jax_args)),
+           'torch': lambda: torch_forward_backward(torch_model, *torch_args)}
+  if steps_per_call > 1:
+    plain = jax_forward_backward(jax_model, jit=False)
+    many = xla_options.jit(yardstick.in_one_call(lambda v, b: plain(v, *b)))
+    stacked = tuple(jnp.stack([a] * steps_per_call) for a in jax_args)
+    calls['jax_in_calls'] = lambda: jax.block_until_ready(many(variables, stacked))
+  seconds = yardstick.alternating_medians(calls, rounds)
+  if steps_per_call > 1:
+    seconds['jax_in_calls'] /= steps_per_call
+  return seconds
 
 
 def versions() -> str:

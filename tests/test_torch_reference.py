@@ -27,12 +27,15 @@ def test_torch_and_jax_encoders_agree_from_the_same_weights_and_the_check_can_fa
 
 @pytest.mark.slow  # a subprocess that times 512 images in both
 def test_bench_torch_prints_both_times_and_their_ratio():
-  out = test_experiments._module('bench_torch', '--scales=default', '--rounds=1')
+  out = test_experiments._module('bench_torch', '--scales=default', '--rounds=1', '--steps_per_call=2')
   assert out.returncode == 0, out.stderr
   (row,) = test_experiments._table_rows(out.stdout, 'setting', '---')
-  jax_s, torch_s, ratio = map(float, row[2:5])
-  assert row[1] == '512' and jax_s > 0 and torch_s > 0
+  assert len(row) == 7 and row[1] == '512', row
+  jax_s, torch_s, ratio, jax_step_s, step_ratio = map(float, row[2:7])
+  assert jax_s > 0 and torch_s > 0 and jax_step_s > 0
   assert abs(ratio - jax_s / torch_s) < 0.01 + 0.01 * ratio
-  bad = test_experiments._module('bench_torch', '--scales=huge')
-  assert bad.returncode != 0 and '--scales=huge' in bad.stderr
+  assert abs(step_ratio - jax_step_s / torch_s) < 0.01 + 0.01 * step_ratio
+  for flag in ('--scales=huge', '--steps_per_call=0'):
+    bad = test_experiments._module('bench_torch', flag)
+    assert bad.returncode != 0 and flag in bad.stderr, (flag, bad.stderr)
 
