@@ -18,6 +18,7 @@ from configs import cds
 from configs import default
 from configs import movielens
 from experiments import paper_rows
+from tests import tiny
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,9 +27,7 @@ TINY = ['--config=configs/default.py', '--config.dataset.num_users=40', '--confi
         '--config.model.embed_dim=8', '--config.model.feature_dim=32', '--config.model.encoder_width=4',
         '--config.train.batch_size=128', '--config.eval.batch_size=20',
         '--config.model.encoder_init=',  # random init, unless a test passes the session's pretrained encoder
-        # One step per call: a run's train call is then also its divergence probe's
-        # program, one compile per model instead of two (auto's calls: tests/test_train.py).
-        '--config.train.steps_per_call=1']
+        f'--config.train.steps_per_call={tiny.END_TO_END_STEPS_PER_CALL}']
 
 
 def _module(script, *args, env=None):

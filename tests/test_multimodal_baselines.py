@@ -249,7 +249,7 @@ def test_one_epoch_run(name, tiny_data_dir, pretrained_encoder, tmp_path):
   the pretrained ResNet18."""
   c = tiny.config(tiny_data_dir)
   c.model.name, c.train.epochs, c.model.encoder_init = name, 1, pretrained_encoder
-  c.train.steps_per_call = 1  # the train call is also the divergence probe's program: one compile
+  c.train.steps_per_call = tiny.END_TO_END_STEPS_PER_CALL
   res = train.train_and_evaluate(c, str(tmp_path / 'run'))
   assert res['model'] == name and os.path.exists(tmp_path / 'run' / 'results.json')
   assert res['encoder'] == ('resnet18' if name == 'pinet' else 'features')

@@ -54,7 +54,7 @@ def test_freeze_encoder():
 def _config(data_dir):
   c = tiny.pretrain_config(data_dir)
   c.train.epochs = 1
-  c.train.steps_per_call = 1  # each run's train call is also its divergence probe: one compile
+  c.train.steps_per_call = tiny.END_TO_END_STEPS_PER_CALL
   return c
 
 

@@ -35,7 +35,7 @@ def fast_compilation():
 def _config(data_dir, name, **model):
   c = tiny.config(data_dir)
   c.train.epochs = 1
-  c.train.steps_per_call = 1  # each run's train call is also its divergence probe: one compile
+  c.train.steps_per_call = tiny.END_TO_END_STEPS_PER_CALL
   c.model.name = name
   c.model.tower_dims = (16, 8)
   for k, v in model.items():

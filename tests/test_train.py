@@ -45,12 +45,12 @@ def test_stopped_run_resumes_to_the_same_result(tmp_path):
   steps against 1 device and pmap (_check_parallel_modes_agree): the 4-device
   program is compiled once for the three.
 
-  One step per call: each mode's train call is then also its divergence
-  probe's program, one CIERec compile per mode instead of two or three (the
-  test took 225 s alone, 321 s in the suite, on a slow day). Calls of several
-  steps across a halt and a resume: test_steps_per_call_and_device_items_give_the_one_step_results."""
+  tiny.END_TO_END_STEPS_PER_CALL: one CIERec compile per mode instead of two
+  or three (the test took 225 s alone, 321 s in the suite, on a slow day).
+  Calls of several steps across a halt and a resume:
+  test_steps_per_call_and_device_items_give_the_one_step_results."""
   data_dir = str(tmp_path / 'data')
-  config = functools.partial(_config, data_dir, steps_per_call=1)
+  config = functools.partial(_config, data_dir, steps_per_call=tiny.END_TO_END_STEPS_PER_CALL)
   c = config()
   c.eval.dump = True  # the dump changes nothing the resumed run is compared on
   full = train.train_and_evaluate(c, str(tmp_path / 'full'))

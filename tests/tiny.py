@@ -3,6 +3,13 @@
 from configs import default
 
 
+# The steps per call of end-to-end runs that check outputs, resumption or
+# parallel modes rather than call lengths: with one step per call a run's train
+# call is also its divergence probe's program, one compile per run instead of
+# two or three (auto's call lengths: tests/test_train.py, test_device_count.py).
+END_TO_END_STEPS_PER_CALL = 1
+
+
 def config(data_dir: str, seed: int = 0):
   c = default.get_config()
   d = c.dataset
