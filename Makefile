@@ -31,7 +31,8 @@ run: venv
 test: venv
 	$(PY) -m pytest -q -n 2 --dist worksteal tests
 
-# The inner loop: everything but the end-to-end runs marked slow (CI runs those too).
+# The inner loop: everything but the tests marked slow, end-to-end runs and whole-model
+# compiles (CI runs those too).
 test-fast: venv
 	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" tests
 

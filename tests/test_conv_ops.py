@@ -33,6 +33,7 @@ def assert_close(a, b, err_msg=''):
   np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale, err_msg=err_msg)
 
 
+@pytest.mark.slow  # every ResNet18 layer's forward and gradients compiled, per case
 @pytest.mark.parametrize('image_size,width,batch,impl', [
     (32, 16, 3, 'patches'), (224, 64, 1, 'patches'),
     (32, 16, 3, 'every layer as patches'),  # im2col for every map size (7x7/2 stem, 3x3/2, cropped taps)
@@ -73,6 +74,7 @@ def test_native_convolution_gradients_match_xla(shape, kernel, stride, pads):
     assert_close(a, b, name)
 
 
+@pytest.mark.slow  # ResNet18 gradients compiled inside a loop
 def test_convolutions_inside_a_loop_keep_the_form_xla_cpu_runs_fast():
   """XLA:CPU rewrites other convolutions into its library's NHWC/HWIO form only
   at a program's top level; inside a loop (train.steps_per_call > 1) they ran
@@ -197,6 +199,7 @@ def test_max_pool_matches_xla_including_ties(shape):
   np.testing.assert_allclose(dx, dx0, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # ResNet18 gradients traced per conv_impl and width
 def test_resnet18_params_do_not_depend_on_conv_impl_and_patches_reach_every_layer():
   x = jnp.zeros((2, 32, 32, 3), jnp.float32)
   trees, ops = {}, {}
@@ -217,6 +220,7 @@ def test_resnet18_params_do_not_depend_on_conv_impl_and_patches_reach_every_laye
   assert ops['winograd']['dot_general'] >= ops['patches']['dot_general'] + 7 * 3
 
 
+@pytest.mark.slow  # ResNet18 gradients traced per width
 def test_winograd_takes_3x3_convolutions_from_64_channels_only():
   """At 32x32 and width 16 (16 and 32 channels) Winograd's form does not pay
   off in the step, in whole or for the weight gradients alone (README, Speed):
@@ -227,6 +231,7 @@ def test_winograd_takes_3x3_convolutions_from_64_channels_only():
     assert (got == grad_jaxpr(resnet.ResNet18(width, 32, conv_impl='patches'), x)) == same, width
 
 
+@pytest.mark.slow  # ResNet18 gradients traced per width
 def test_the_narrow_stem_runs_forward_on_space_to_depth_blocks():
   """The 7x7/2 stem on 32x32 with 16 filters: forward as a 4x4 convolution of
   12-channel blocks (its gradients, XLA's, are checked against XLA's above);

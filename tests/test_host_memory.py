@@ -144,6 +144,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 
 @pytest.mark.skipif(_expected_tunables() is None,
                     reason='this machine gives no huge pages through glibc (kernel mode or glibc)')
+@pytest.mark.slow  # two fresh JAX processes, each compiling and running a 128 MB scatter
 def test_huge_pages_save_the_page_faults_of_each_calls_scratch():
   """With 4 KiB pages each call faults its 128 MB scratch in again (32,768
   pages); with the tunable, a few hundred."""

@@ -194,6 +194,7 @@ def test_semantic_loss_ignores_padding():
   np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # a ResNet18 forward compiled
 def test_resnet_spatial_regions_pool_to_the_pooled_output():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 40, 40, 3)), jnp.float32)
   pooled, spatial = resnet.ResNet18(4, 16), resnet.ResNet18(4, 16, spatial=True)

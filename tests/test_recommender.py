@@ -105,6 +105,7 @@ def test_named_models_shapes_and_dtypes(overrides, b):
   assert ('encoder' in variables['params']) == has_encoder
 
 
+@pytest.mark.slow  # a train step's gradients compiled
 def test_features_encoder():
   model = mh.make(modality='features')
   batch = mh.batch(3, modality='features')
@@ -120,7 +121,8 @@ EXTRA = [dict(name='vecf', modality='features', vecf_max_regions=4),
          dict(name='hafr', modality='features'), dict(name='pinet', modality='features')]
 
 
-@pytest.mark.parametrize('overrides', _slow_if_pixels(NAMED + [dict(name='cierec', ta=False, gr=False)] + EXTRA),
+@pytest.mark.slow  # a model's train step and scoring compiled per case
+@pytest.mark.parametrize('overrides', NAMED + [dict(name='cierec', ta=False, gr=False)] + EXTRA,
                          ids=lambda o: '-'.join(str(v) for v in o.values()))
 def test_scoring_function_equals_training_score(overrides, monkeypatch):
   """score_candidates on precomputed e equals the training forward (BN in inference mode)."""

@@ -9,6 +9,7 @@ from experiments import torch_reference  # pylint: disable=g-import-not-at-top,w
 from tests import test_experiments  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+@pytest.mark.slow  # ResNet18 forward and gradients in both frameworks
 def test_torch_and_jax_encoders_agree_from_the_same_weights_and_the_check_can_fail(monkeypatch):
   torch_model, jax_model = torch_reference.models(width=8)
   torch_args, jax_args = torch_reference.inputs(image_size=32, images=10, width=8)
