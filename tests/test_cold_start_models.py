@@ -282,7 +282,7 @@ def test_batch_wide_terms_match_one_device_under_pmap(name):
                                atol=1e-6, err_msg=k)
 
 
-@pytest.mark.slow  # train steps compiled
+@pytest.mark.slow  # CLCRec's train step compiled
 def test_bpr_is_logged_but_not_trained_when_the_spec_says_so():
   model = mh.make(modality='features', name='clcrec')
   batch = _batch()

@@ -19,7 +19,7 @@ def _train(**kw):
                                            adagrad_initial_accumulator=0.0, weight_l2=0.0), **kw})
 
 
-@pytest.mark.slow  # CIERec's train step compiled
+@pytest.mark.slow  # the optimiser's update over CIERec's whole tree compiled
 def test_each_subtree_gets_its_own_optimiser():
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), mh.shapes(mh.make(), mh.batch())['params'])
   tx = optim.create(_train(), steps_per_epoch=3)
@@ -68,7 +68,7 @@ def test_frozen_subtrees_do_not_move():
     assert moved == (path[0].key not in ('encoder', 'item_embed')), jax.tree_util.keystr(path)
 
 
-@pytest.mark.slow  # train steps compiled
+@pytest.mark.slow  # two optimisers' updates over CIERec's whole tree compiled
 def test_weight_l2_adds_its_gradient_to_kernels_only():
   """train.weight_l2: Adagrad sees g + weight_l2 * W on every kernel (policy
   kernels are Adam's and untouched), g alone on embeddings and biases. With
@@ -87,7 +87,7 @@ def test_weight_l2_adds_its_gradient_to_kernels_only():
   assert not any(np.any(np.asarray(u)) for u in jax.tree.leaves(jax.jit(off.update)(zeros, off.init(params), params)[0]))
 
 
-@pytest.mark.slow  # train steps compiled and run
+@pytest.mark.slow  # CIERec's train step lowered three times, optimiser updates compiled
 def test_one_program_serves_every_rate_and_penalty():
   """The step takes optim.HYPERPARAMETERS as inputs: one program (the same
   lowered text) for every lr, dqn_lr and weight_l2 > 0 of a tuning grid. The

@@ -105,7 +105,7 @@ def test_named_models_shapes_and_dtypes(overrides, b):
   assert ('encoder' in variables['params']) == has_encoder
 
 
-@pytest.mark.slow  # a train step's gradients compiled
+@pytest.mark.slow  # CIERec initialised and applied op by op, each op compiled
 def test_features_encoder():
   model = mh.make(modality='features')
   batch = mh.batch(3, modality='features')
