@@ -52,8 +52,7 @@ def measure(image_size: int, width: int, batch: int, repeats: int, conv_impl: st
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
   out = {'params': count, 'forward_s': fwd, 'fwd_bwd_s': fb, 'images_per_s': 2 * batch / fb}
   if steps_per_call > 1:
-    batches = jax.tree.map(lambda x: jnp.stack([x] * steps_per_call), b)
-    call = xla_options.jit(yardstick.in_one_call(forward_backward))
+    call, batches = yardstick.same_batch_in_one_call(forward_backward, b, steps_per_call)
     out['fwd_bwd_in_calls_s'] = yardstick.time_per_call(call, variables, batches,
                                                         repeats=repeats) / steps_per_call
   return out

@@ -158,8 +158,8 @@ def alternate_seconds(torch_model, jax_model, variables, torch_args, jax_args, r
            'torch': lambda: torch_forward_backward(torch_model, *torch_args)}
   if steps_per_call > 1:
     plain = jax_forward_backward(jax_model, jit=False)
-    many = xla_options.jit(yardstick.in_one_call(lambda v, b: plain(v, *b)))
-    stacked = tuple(jnp.stack([a] * steps_per_call) for a in jax_args)
+    many, stacked = yardstick.same_batch_in_one_call(lambda v, b: plain(v, *b), tuple(jax_args),
+                                                     steps_per_call)
     calls['jax_in_calls'] = lambda: jax.block_until_ready(many(variables, stacked))
   seconds = yardstick.alternating_medians(calls, rounds)
   if steps_per_call > 1:

@@ -113,6 +113,14 @@ def in_one_call(forward_backward):
   return call
 
 
+def same_batch_in_one_call(forward_backward, batch, steps: int):
+  """(call, batches): in_one_call(forward_backward), jitted, and `steps` copies
+  of batch stacked for it, so that call(variables, batches) times `steps`
+  steps of one program on the same inputs."""
+  return (xla_options.jit(in_one_call(forward_backward)),
+          jax.tree.map(lambda x: jnp.stack([x] * steps), batch))
+
+
 def device_line() -> str:
   d = jax.devices()[0]
   return f'{jax.device_count()} x {d.device_kind} ({d.platform}), jax {jax.__version__}'
